@@ -1,0 +1,270 @@
+"""Recipes: frozen dataclasses loaded from YAML, with unknown keys rejected by name.
+
+A recipe is everything a run depends on. It is saved resolved (every default filled in) beside the run's
+outputs, so any number in a report can be regenerated from that one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from atalaia.errors import RecipeError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only augmentation. Shifts and crops are fractions of the image side."""
+
+    flip: bool = True
+    shift: float = 0.08
+    zoom: float = 0.08
+    brightness: float = 0.15
+    contrast: float = 0.15
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """An identity-folder dataset (`root/<identity>/<image>`) and how to split and shape it.
+
+    `root` is resolved relative to the recipe file; the special prefix `bundled:` points inside the repo's `data/`.
+    """
+
+    root: str = "bundled:orl_att_faces"
+    image_size: tuple[int, int] = (32, 32)
+    channels: int = 1
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    min_images_per_class: int = 3
+    max_classes: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained from scratch (teacher and baseline student share it)."""
+
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "ds_cnn"
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Hinton KD. Convention: loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(p_teacher^T || p_student^T).
+
+    alpha weighs the hard labels; (1 - alpha) the teacher. The thesis searched alpha in {0.01, 0.1, 0.25, 0.5}
+    and T in {2, 5, 7, 10, 12, 15, 17, 20}.
+    """
+
+    alpha: float = 0.1
+    temperature: float = 5.0
+    tune: bool = False
+
+
+@dataclass(frozen=True)
+class MagnitudePruneConfig:
+    enabled: bool = True
+    target_sparsity: float = 0.5
+    epochs: int = 8
+    begin_fraction: float = 0.0
+    end_fraction: float = 0.7
+    frequency: int = 10
+
+
+@dataclass(frozen=True)
+class ChannelPruneConfig:
+    enabled: bool = True
+    ratio: float = 0.5
+    criterion: str = "l1"
+    epochs: int = 20
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    magnitude: MagnitudePruneConfig = field(default_factory=MagnitudePruneConfig)
+    channel: ChannelPruneConfig = field(default_factory=ChannelPruneConfig)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    representative_samples: int = 128
+    per_channel: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    latency_runs: int = 50
+    targets: tuple[str, ...] = ("esp32", "esp32s3")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "default"
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="teacher_resnet", width=1.0))
+    student: ModelConfig = field(default_factory=ModelConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    base_dir: str = "."  # where relative paths resolve; set by load_recipe to the recipe's folder
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        return _lists(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, base_dir: str = ".", source: str = "recipe") -> Recipe:
+        return dataclasses.replace(_build(cls, d, source), base_dir=base_dir)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some recipe sections: a stage's cache key is the hash of what it depends on."""
+        d = self.to_dict()
+        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def data_root(self) -> Path:
+        root = self.data.root
+        if root.startswith("bundled:"):
+            return bundled_data_dir() / root.split(":", 1)[1]
+        p = Path(root).expanduser()
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+
+def bundled_data_dir() -> Path:
+    """The repo's `data/` folder (editable install) — the default run's data ships with the code."""
+    for cand in (PACKAGE_DIR.parent.parent / "data", PACKAGE_DIR / "data_bundled"):
+        if cand.is_dir():
+            return cand
+    raise RecipeError("bundled data folder not found; install AtalaIA from a clone (pip install -e .)")
+
+
+def _lists(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _lists(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_lists(v) for v in x]
+    return x
+
+
+def _build(cls: type, d: Any, where: str) -> Any:
+    if d is None:
+        return cls()
+    if not isinstance(d, dict):
+        raise RecipeError(f"{where}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "base_dir"]
+    kwargs = {}
+    for key, value in d.items():
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}"
+            raise RecipeError(f"{where}: unknown key '{key}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if len(value) != len(args):
+            raise RecipeError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where}: expected a number, got {value!r}")
+        if tp is int and float(value) != int(value):
+            raise RecipeError(f"{where}: expected an integer, got {value!r}")
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Load a YAML recipe (None = the bundled default), apply dotted overrides, validate."""
+    if path is None:
+        path = PACKAGE_DIR / "recipes" / "default.yaml"
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML ({e.__class__.__name__}: {e})") from None
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    recipe = Recipe.from_dict(raw, base_dir=str(path.resolve().parent), source=path.name)
+    validate(recipe)
+    return recipe
+
+
+def validate(r: Recipe) -> None:
+    """Range checks that name the field and what is allowed."""
+    checks = [
+        (len(r.data.image_size) == 2 and min(r.data.image_size) >= 8, "data.image_size must be [H, W] >= 8"),
+        (r.data.channels in (1, 3), "data.channels must be 1 (grey) or 3 (RGB)"),
+        (abs(sum(r.data.split) - 1.0) < 1e-6 and min(r.data.split) > 0, "data.split must be 3 positive fractions summing to 1"),
+        (r.data.min_images_per_class >= 3, "data.min_images_per_class must be >= 3 (one each for train/val/test)"),
+        (r.train.epochs >= 1, "train.epochs must be >= 1"),
+        (r.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (r.train.learning_rate > 0, "train.learning_rate must be > 0"),
+        (0.0 <= r.distill.alpha <= 1.0, "distill.alpha must be in [0, 1]"),
+        (r.distill.temperature > 0, "distill.temperature must be > 0"),
+        (0.0 <= r.prune.magnitude.target_sparsity < 1.0, "prune.magnitude.target_sparsity must be in [0, 1)"),
+        (0.0 <= r.prune.channel.ratio < 1.0, "prune.channel.ratio must be in [0, 1)"),
+        (r.prune.channel.criterion in ("l1", "l2", "bn_gamma"), "prune.channel.criterion must be l1, l2 or bn_gamma"),
+        (r.student.width > 0 and r.teacher.width > 0, "model width must be > 0"),
+        (r.quantize.representative_samples >= 1, "quantize.representative_samples must be >= 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise RecipeError(msg)
+
+
+def dump_recipe(r: Recipe) -> str:
+    return yaml.safe_dump(r.to_dict(), sort_keys=False)
