@@ -15,6 +15,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+# Small face datasets give few steps per run: Keras' default 0.99 leaves the moving statistics far from
+# the batch statistics after a short fine-tune, and inference accuracy collapses. 0.9 converges in ~50 steps.
+BN_MOMENTUM = 0.9
+
 
 def _ch(c: float, width: float, minimum: int = 4) -> int:
     """Scale a channel count by `width`, rounded to a multiple of 4 (friendlier to SIMD kernels)."""
@@ -28,7 +32,7 @@ def _thesis_cnn(name: str, num_classes: int, input_shape, width: float, spatial_
     for b, f in enumerate((32, 64, 128)):
         for k in range(2):
             x = layers.Conv2D(_ch(f, width), 3, padding="same", use_bias=False, name=f"b{b}_conv{k}")(x)
-            x = layers.BatchNormalization(name=f"b{b}_bn{k}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"b{b}_bn{k}")(x)
             x = layers.ReLU(name=f"b{b}_relu{k}")(x)
         x = layers.MaxPooling2D(2, name=f"b{b}_pool")(x)
         if spatial_dropout:
@@ -61,14 +65,14 @@ def ds_cnn(*, num_classes: int, input_shape, width: float = 1.0, embedding_dim: 
     inp = keras.Input(shape=input_shape, name="image")
     stem_stride = 2 if min(input_shape[:2]) >= 64 else 1
     x = layers.Conv2D(_ch(16, width), 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv")(inp)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for i, (c, s) in enumerate(DS_CNN_BLOCKS):
         x = layers.DepthwiseConv2D(3, strides=s, padding="same", use_bias=False, name=f"ds{i}_dw")(x)
-        x = layers.BatchNormalization(name=f"ds{i}_dw_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"ds{i}_dw_bn")(x)
         x = layers.ReLU(name=f"ds{i}_dw_relu")(x)
         x = layers.Conv2D(_ch(c, width), 1, use_bias=False, name=f"ds{i}_pw")(x)
-        x = layers.BatchNormalization(name=f"ds{i}_pw_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"ds{i}_pw_bn")(x)
         x = layers.ReLU(name=f"ds{i}_pw_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:

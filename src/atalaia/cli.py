@@ -1,0 +1,140 @@
+"""`atalaia` command line. User mistakes print one line (`error: ...`) and exit 2, without a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from atalaia.errors import AtalaiaError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Shrink face-recognition CNNs for microcontrollers, and measure what it cost.")
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def _parse_overrides(items: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise AtalaiaError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML (default: the bundled default recipe).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<recipe name>).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: KEY=VALUE.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run every stage, ignoring finished ones.")] = False,
+) -> None:
+    """Run the whole pipeline: teacher, baseline, distil, prune, int8, TFLM check, report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from atalaia.config import load_recipe
+    from atalaia.pipeline import Pipeline
+    from atalaia.report import print_summary
+
+    r = load_recipe(recipe, _parse_overrides(set_))
+    out_dir = out or Path("runs") / r.name
+    console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+
+        def make_progress(desc: str, total: int):
+            task = progress.add_task(desc, total=total)
+
+            def tick(n: int) -> None:
+                progress.update(task, completed=n)
+                if n >= total:
+                    progress.remove_task(task)
+
+            return tick
+
+        pipe = Pipeline(r, out_dir, force=force, log=lambda m: progress.console.print(m),
+                        make_progress=make_progress)
+        report = pipe.run()
+    print_summary(report, console)
+    console.print(f"report: {out_dir / 'report.html'}  (also report.md, report.json)")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder holding report.json.")]) -> None:
+    """Re-render report.md / report.html / plots from a run's report.json and print the table."""
+    import json
+
+    from atalaia.report import print_summary, write_report
+
+    path = run_dir / "report.json"
+    if not path.is_file():
+        raise AtalaiaError(f"no report.json in '{run_dir}': run `atalaia run` first")
+    rep = json.loads(path.read_text())
+    write_report(rep, run_dir)
+    print_summary(rep, console)
+
+
+@app.command()
+def targets() -> None:
+    """List MCU targets and how well the latency estimate matches published timings."""
+    from rich.table import Table
+
+    from atalaia.deploy.targets import TARGETS, calibration_report
+
+    t = Table(title="MCU targets")
+    for c in ("name", "clock MHz", "flash KB", "SRAM for arena KB", "PSRAM KB", "kernels", "description"):
+        t.add_column(c)
+    for tg in TARGETS.values():
+        t.add_row(tg.name, str(tg.clock_mhz), f"{tg.flash_bytes / 1024:.0f}", f"{tg.sram_bytes / 1024:.0f}",
+                  f"{tg.psram_bytes / 1024:.0f}", tg.kernels, tg.description)
+    console.print(t)
+    c = Table(title="latency estimate vs published (calibration anchors)")
+    rows = calibration_report()
+    if rows:
+        for col in rows[0]:
+            c.add_column(str(col))
+        for row in rows:
+            c.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()])
+        console.print(c)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN/export).")] = None,
+    name: Annotated[str, typer.Option(help="C symbol name of the model array.")] = "g_model",
+) -> None:
+    """Write the int8 model as a C array (model_data.h / model_data.cc)."""
+    from atalaia.deploy.carray import write_c_array
+
+    blob_path = run_dir / "int8" / "model.tflite"
+    if not blob_path.is_file():
+        raise AtalaiaError(f"no int8 model in '{run_dir}' (expected {blob_path}); run `atalaia run` first")
+    out_dir = out or run_dir / "export"
+    paths = write_c_array(blob_path.read_bytes(), out_dir, name)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def main() -> None:
+    try:
+        app()
+    except AtalaiaError as e:
+        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished stages are kept, run again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,803 @@
+"""Render a run's report dict as JSON + Markdown + self-contained HTML + PNG plots, and as a rich console table.
+
+Every number shown in Markdown, HTML and on the console goes through one function, `fmt(value, kind)`, applied
+to the values of the report dict; the three views therefore cannot disagree with `report.json` or with each
+other. The document itself is built once as a list of blocks (`_document`) and then written as Markdown and
+as HTML, so both carry the same sections, statements and tables.
+
+Units: accuracy-like values in the report dict are fractions in [0, 1] (shown as %), differences of them are
+shown in percentage points (pp); `int8.accuracy_drop_pp` is already in pp; sizes are bytes (shown in KB, where
+KB = 1024 bytes); latencies are ms.
+
+    >>> paths = write_report(report, Path("runs/default"))   # doctest: +SKIP
+    >>> paths["html"]                                          # doctest: +SKIP
+    PosixPath('runs/default/report.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atalaia.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "write_report",
+    "console_table",
+    "print_summary",
+    "stage_table",
+    "summary_lines",
+    "statements",
+    "fmt",
+    "target_label",
+    "DASH",
+    "PLOT_NAMES",
+]
+
+#: Shown for a value that does not exist (None, NaN) or does not apply (arena of a float row).
+DASH = "—"
+
+#: Plots `write_report` may write, in `out_dir/plots/<name>.png`.
+PLOT_NAMES = ("accuracy_vs_flash", "stage_costs", "confusion_matrix", "training_curves")
+
+DEFAULT_KD_CONVENTION = "loss = alpha*CE + (1-alpha)*T^2*KL(p_t^T || p_s^T)"
+
+STATEMENT_FLASH = (
+    "Flash = bytes of the .tflite file as flashed (float32 model for float stages, int8 model for the int8 "
+    "stage); never a gzip size. KB = 1024 bytes."
+)
+STATEMENT_SPARSITY = (
+    "Unstructured (magnitude) sparsity does not shrink a TFLM model: TFLM has no sparse kernels, so a zero "
+    "weight costs flash, arena and time like any other. Only structured channel pruning reduces flash, arena "
+    "and MACs; gzip sizes are shown for reference only and are not what is flashed."
+)
+STATEMENT_LATENCY = (
+    "MCU latencies are estimates, labelled \"est.\": a MACs-based cost model calibrated on published on-device "
+    "timings, not measured on a board. Host latency is measured (LiteRT, 1 thread, median)."
+)
+STATEMENT_ARENA = "Arena = TFLM tensor arena measured in the TFLM runtime (int8 rows only; \"—\" elsewhere)."
+
+
+# --------------------------------------------------------------------------------------------- formatting
+def fmt(value: Any, kind: str) -> str:
+    """The one formatter for every number in every view of the report.
+
+    kinds: "text"; "int" (thousands separators); "kb" (bytes -> KB = 1024 B, 1 decimal); "ms" (3 decimals: host latencies of small models are ~0.1 ms);
+    "est_ms" (1 decimal: estimates); "pct" (fraction -> %, 2 decimals); "pct1" (fraction -> %, 1 decimal);
+    "dpp" (fraction difference -> signed pp, 2 decimals); "dpct1" (relative change -> signed %,
+    1 decimal); "pp" (already pp -> signed, 2 decimals);
+    "s" (seconds, 1 decimal); "num" (plain float, up to 4 significant digits); "bool" (yes/no).
+    None and NaN become "—".
+    """
+    if value is None:
+        return DASH
+    if kind == "text":
+        return str(value)
+    if kind == "bool":
+        return "yes" if bool(value) else "no"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # A number is expected; show what is there rather than crash on a malformed value.
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return DASH
+    if kind == "int":
+        return f"{int(round(value)):,}"
+    if kind == "kb":
+        return f"{value / 1024:,.1f}"
+    if kind == "ms":
+        return f"{value:,.3f}"
+    if kind == "est_ms":
+        return f"{value:,.1f}"
+    if kind == "pct":
+        return f"{100 * value:.2f}"
+    if kind == "pct1":
+        return f"{100 * value:.1f}"
+    if kind == "dpp":
+        return f"{100 * value:+.2f}"
+    if kind == "dpct1":
+        return f"{100 * value:+.1f}"
+    if kind == "pp":
+        return f"{value:+.2f}"
+    if kind == "s":
+        return f"{value:,.1f}"
+    if kind == "num":
+        return f"{value:.4g}"
+    raise ValueError(f"unknown format kind {kind!r}")
+
+
+def target_label(name: str) -> str:
+    """Display name of a target: "esp32s3" -> "ESP32-S3", "esp32" -> "ESP32", "cortex-m4" -> "Cortex-M4"."""
+    m = re.fullmatch(r"esp32-?([a-z]\d+)?", name.lower())
+    if m:
+        return "ESP32" + (f"-{m.group(1).upper()}" if m.group(1) else "")
+    m = re.fullmatch(r"cortex-?(m\d+)", name.lower())
+    if m:
+        return f"Cortex-{m.group(1).upper()}"
+    return name.upper()
+
+
+# --------------------------------------------------------------------------------------------- stage table
+@dataclass(frozen=True)
+class _Col:
+    header: str
+    kind: str
+    get: Callable[[dict[str, Any]], Any]
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind != "text"
+
+
+def _targets(report: dict[str, Any]) -> list[str]:
+    """report["targets"], or (if absent) every target with an estimate in some stage, in first-seen order."""
+    targets = report.get("targets")
+    if targets:
+        return [str(t) for t in targets]
+    seen: list[str] = []
+    for s in _stages(report):
+        for t in (s.get("est_latency_ms") or {}):
+            if t not in seen:
+                seen.append(t)
+    return seen
+
+
+def _stages(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in (report.get("stages") or []) if isinstance(s, dict)]
+
+
+def _arena(s: dict[str, Any]) -> Any:
+    return s.get("arena_bytes") if s.get("dtype") == "int8" else None
+
+
+def _columns(report: dict[str, Any]) -> list[_Col]:
+    cols = [
+        _Col("stage", "text", lambda s: s.get("stage")),
+        _Col("model", "text", lambda s: s.get("model")),
+        _Col("dtype", "text", lambda s: s.get("dtype")),
+        _Col("params", "int", lambda s: s.get("params")),
+        _Col("MACs", "int", lambda s: s.get("macs")),
+        _Col("flash (KB)", "kb", lambda s: s.get("flash_bytes")),
+        _Col("arena (KB)", "kb", _arena),
+        _Col("host latency (ms)", "ms", lambda s: s.get("host_latency_ms")),
+    ]
+    for t in _targets(report):
+        cols.append(_Col(f"est. {target_label(t)} (ms)", "est_ms", lambda s, t=t: (s.get("est_latency_ms") or {}).get(t)))
+    cols += [
+        _Col("accuracy (%)", "pct", lambda s: s.get("accuracy")),
+        _Col("macro-F1 (%)", "pct", lambda s: s.get("macro_f1")),
+    ]
+    return cols
+
+
+def stage_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells of the stage table: one row per stage, one "est. <TARGET> (ms)" per target."""
+    cols = _columns(report)
+    rows = [[fmt(c.get(s), c.kind) for c in cols] for s in _stages(report)]
+    return [c.header for c in cols], rows
+
+
+# --------------------------------------------------------------------------------------------- summary text
+def _stage(report: dict[str, Any], name: str) -> dict[str, Any] | None:
+    for s in _stages(report):
+        if s.get("stage") == name:
+            return s
+    return None
+
+
+def _diff(a: Any, b: Any) -> float | None:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) - float(b)
+    return None
+
+
+def _rel_change(before: Any, after: Any) -> str:
+    if _is_num(before) and _is_num(after) and before:
+        return f" ({fmt((after - before) / before, 'dpct1')}%)"
+    return ""
+
+
+def _reference_for_pruning(report: dict[str, Any]) -> dict[str, Any] | None:
+    return _stage(report, "distilled") or _stage(report, "baseline")
+
+
+def _acc_cost(report: dict[str, Any], stage_name: str) -> str:
+    s, ref = _stage(report, stage_name), _reference_for_pruning(report)
+    if s is None or ref is None:
+        return ""
+    d_acc, d_f1 = _diff(s.get("accuracy"), ref.get("accuracy")), _diff(s.get("macro_f1"), ref.get("macro_f1"))
+    if d_acc is None and d_f1 is None:
+        return ""
+    return (
+        f"; accuracy {fmt(d_acc, 'dpp')} pp, macro-F1 {fmt(d_f1, 'dpp')} pp "
+        f"({stage_name} − {ref.get('stage')})"
+    )
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """Plain-text findings (KD gain, pruning costs, int8 drop, TFLM check, fits), whatever their sign.
+
+    Sections absent from the report are skipped. The same lines appear in Markdown, HTML and on the console.
+    """
+    lines: list[str] = []
+    kd = report.get("kd")
+    if isinstance(kd, dict):
+        gain = f"KD gain (distilled − baseline): accuracy {fmt(kd.get('gain_accuracy'), 'dpp')} pp, " \
+               f"macro-F1 {fmt(kd.get('gain_macro_f1'), 'dpp')} pp"
+        hp = []
+        if kd.get("alpha") is not None:
+            hp.append(f"alpha = {fmt(kd.get('alpha'), 'num')}")
+        if kd.get("temperature") is not None:
+            hp.append(f"T = {fmt(kd.get('temperature'), 'num')}")
+        lines.append(gain + (f" ({', '.join(hp)})" if hp else "") + ".")
+
+    mp = report.get("magnitude_pruning")
+    if isinstance(mp, dict):
+        line = (
+            f"Magnitude pruning: sparsity {fmt(mp.get('achieved_sparsity'), 'pct1')}% achieved "
+            f"(target {fmt(mp.get('target_sparsity'), 'pct1')}%); flash {fmt(mp.get('flash_bytes'), 'kb')} KB "
+            f"as flashed vs {fmt(mp.get('dense_flash_bytes'), 'kb')} KB dense (no TFLM saving)"
+        )
+        if mp.get("gzip_bytes") is not None:
+            line += f"; gzip {fmt(mp.get('gzip_bytes'), 'kb')} KB, for reference only, not flashed"
+        line += _acc_cost(report, "pruned_magnitude") + "."
+        if mp.get("note"):
+            line += f" {mp['note']}"
+        lines.append(line)
+
+    cp = report.get("channel_pruning")
+    if isinstance(cp, dict):
+        how = ", ".join(
+            x for x in (
+                f"criterion {cp['criterion']}" if cp.get("criterion") else "",
+                f"ratio {fmt(cp.get('ratio'), 'num')}" if cp.get("ratio") is not None else "",
+            ) if x
+        )
+        parts = []
+        for label, kind, b, a in (
+            ("params", "int", "params_before", "params_after"),
+            ("MACs", "int", "macs_before", "macs_after"),
+            ("flash", "kb", "flash_before", "flash_after"),
+        ):
+            if cp.get(b) is None and cp.get(a) is None:
+                continue
+            unit = " KB" if kind == "kb" else ""
+            parts.append(
+                f"{label} {fmt(cp.get(b), kind)}{unit} → {fmt(cp.get(a), kind)}{unit}{_rel_change(cp.get(b), cp.get(a))}"
+            )
+        lines.append(
+            "Channel pruning" + (f" ({how})" if how else "") + ": " + ("; ".join(parts) or "no sizes recorded")
+            + _acc_cost(report, "pruned_channel") + "."
+        )
+
+    q = report.get("int8")
+    if isinstance(q, dict):
+        line = f"int8 accuracy drop (float − int8): {fmt(q.get('accuracy_drop_pp'), 'pp')} pp"
+        detail = []
+        if q.get("float_accuracy") is not None or q.get("int8_accuracy") is not None:
+            detail.append(f"float {fmt(q.get('float_accuracy'), 'pct')}% → int8 {fmt(q.get('int8_accuracy'), 'pct')}%")
+        if q.get("top1_agreement") is not None:
+            detail.append(f"top-1 agreement with float {fmt(q.get('top1_agreement'), 'pct')}%")
+        lines.append(line + (f" ({'; '.join(detail)})" if detail else "") + ".")
+
+        tflm = q.get("tflm")
+        if isinstance(tflm, dict):
+            passed = tflm.get("passed")
+            verdict = "PASSED" if passed else ("FAILED" if passed is not None else "not recorded")
+            parts = []
+            if tflm.get("ops"):
+                parts.append("ops " + ", ".join(str(o) for o in tflm["ops"]))
+            if tflm.get("arena_bytes") is not None:
+                arena = f"arena {fmt(tflm.get('arena_bytes'), 'kb')} KB measured"
+                if tflm.get("arena_min_bytes") is not None:
+                    arena += f" (minimum that runs {fmt(tflm.get('arena_min_bytes'), 'kb')} KB)"
+                parts.append(arena)
+            if tflm.get("parity_max_abs_diff_steps") is not None or tflm.get("parity_exact_fraction") is not None:
+                parts.append(
+                    f"parity vs LiteRT: max |diff| {fmt(tflm.get('parity_max_abs_diff_steps'), 'int')} "
+                    f"quantization steps, {fmt(tflm.get('parity_exact_fraction'), 'pct')}% outputs exact"
+                )
+            lines.append(f"TFLM check: {verdict}" + (" — " + "; ".join(parts) if parts else "") + ".")
+
+        fits = q.get("fits")
+        if isinstance(fits, dict):
+            for t, f in fits.items():
+                if not isinstance(f, dict):
+                    continue
+                bits = [f"flash {'ok' if f.get('flash_ok') else 'OVER BUDGET'}" if "flash_ok" in f else "",
+                        f"arena {'ok' if f.get('arena_ok') else 'OVER BUDGET'}" if "arena_ok" in f else ""]
+                if f.get("flash_headroom_bytes") is not None:
+                    bits.append(f"flash headroom {fmt(f.get('flash_headroom_bytes'), 'kb')} KB")
+                if f.get("arena_headroom_bytes") is not None:
+                    bits.append(f"arena headroom {fmt(f.get('arena_headroom_bytes'), 'kb')} KB")
+                if f.get("arena_fits_psram"):
+                    bits.append("arena would fit PSRAM")
+                lines.append(f"Fits {target_label(str(t))}: " + ", ".join(b for b in bits if b) + ".")
+    return lines
+
+
+def statements(report: dict[str, Any]) -> list[str]:
+    """The plain statements every report carries, then the pipeline's own notes (deduplicated)."""
+    out = [STATEMENT_FLASH, STATEMENT_SPARSITY, STATEMENT_LATENCY, STATEMENT_ARENA]
+    kd = report.get("kd")
+    if isinstance(kd, dict) or any(s.get("kd") for s in _stages(report)):
+        conv = (kd or {}).get("convention") if isinstance(kd, dict) else None
+        out.append(
+            f"KD loss convention: {conv or DEFAULT_KD_CONVENTION} (CE on hard labels, KL between teacher and "
+            "student softmax at temperature T)."
+        )
+    for n in report.get("notes") or []:
+        if isinstance(n, str) and n not in out:
+            out.append(n)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- plots
+def _new_figure(w: float, h: float) -> Any:
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    return Figure(figsize=(w, h), dpi=110, layout="constrained")
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15)
+    return buf.getvalue()
+
+
+_DTYPE_STYLE = {"int8": ("tab:orange", "s"), "float32": ("tab:blue", "o")}
+
+
+def _style(dtype: Any) -> tuple[str, str]:
+    return _DTYPE_STYLE.get(str(dtype), ("tab:gray", "^"))
+
+
+def _compact(v: float) -> str:
+    a = abs(v)
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{v / div:.3g}{suf}"
+    return f"{v:.3g}"
+
+
+def _plot_accuracy_vs_flash(report: dict[str, Any]) -> bytes | None:
+    pts = [
+        (s["flash_bytes"] / 1024, 100 * s["accuracy"], str(s.get("stage")), s.get("dtype"))
+        for s in _stages(report)
+        if _is_pos(s.get("flash_bytes")) and _is_num(s.get("accuracy"))
+    ]
+    if not pts:
+        return None
+    fig = _new_figure(8.0, 5.2)
+    ax = fig.add_subplot()
+    for dtype in dict.fromkeys(p[3] for p in pts):
+        color, marker = _style(dtype)
+        sel = [p for p in pts if p[3] == dtype]
+        ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=70, color=color, marker=marker,
+                   label=str(dtype), zorder=3, edgecolor="black", linewidth=0.6)
+    ax.set_xscale("log")
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    ax.set_xlim(min(xs) / 2.0, max(xs) * 4.0)  # room on the right for labels
+    lo, hi = min(ys), max(ys)
+    pad = max(2.0, 0.15 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(101.0, hi + pad))
+    _place_labels(fig, ax, pts)
+    ax.set_xlabel("flash as flashed (KB, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs flash per stage")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="dtype", loc="lower right")
+    return _png(fig)
+
+
+def _place_labels(fig: Any, ax: Any, pts: Sequence[tuple[float, float, str, Any]]) -> None:
+    """Label each point; points that share a flash size (same model, other stage) get stacked labels."""
+    fig.canvas.draw()  # fixes the transforms
+    disp = ax.transData.transform([(p[0], p[1]) for p in pts])
+    step = 15 * fig.dpi / 72  # ~one text line in pixels
+    order = sorted(range(len(pts)), key=lambda i: disp[i][0])
+    clusters: list[list[int]] = []
+    for i in order:
+        if clusters and disp[i][0] - disp[clusters[-1][-1]][0] < 60:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    for cl in clusters:
+        cl.sort(key=lambda i: -disp[i][1])
+        prev = None
+        for i in cl:
+            y_lab = disp[i][1] if prev is None else min(disp[i][1], prev - step)
+            prev = y_lab
+            dx, dy = 12.0, y_lab - disp[i][1]
+            x_px = max(disp[j][0] for j in cl) - disp[i][0] + dx
+            ax.annotate(
+                f"{pts[i][2]} ({pts[i][1]:.1f}%, {pts[i][0]:,.0f} KB)", (pts[i][0], pts[i][1]),
+                xytext=(x_px, dy), textcoords="offset pixels", va="center", fontsize=8.5,
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if (abs(dy) > 1 or x_px > dx + 1) else None,
+            )
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_pos(v: Any) -> bool:
+    return _is_num(v) and v > 0
+
+
+def _plot_stage_costs(report: dict[str, Any]) -> bytes | None:
+    stages = _stages(report)
+    if not stages:
+        return None
+    panels: list[tuple[str, str, Callable[[dict[str, Any]], Any], Callable[[float], str]]] = [
+        ("Parameters", "parameters (count)", lambda s: s.get("params"), _compact),
+        ("MACs per inference", "MACs (count)", lambda s: s.get("macs"), _compact),
+        ("Flash as flashed", "flash (KB)",
+         lambda s: s.get("flash_bytes") / 1024 if _is_num(s.get("flash_bytes")) else None, lambda v: f"{v:,.1f}"),
+    ]
+    for t in _targets(report):
+        panels.append((f"est. {target_label(t)} latency (estimate)", "est. latency (ms)",
+                       lambda s, t=t: (s.get("est_latency_ms") or {}).get(t), lambda v: f"{v:,.1f}"))
+    panels = [p for p in panels if any(_is_pos(p[2](s)) for s in stages)]
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _new_figure(4.3 * ncols, 3.6 * nrows)
+    names = [str(s.get("stage")) for s in stages]
+    colors = [_style(s.get("dtype"))[0] for s in stages]
+    for k, (title, ylabel, get, label) in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        vals = [get(s) if _is_pos(get(s)) else None for s in stages]
+        present = [v for v in vals if v is not None]
+        log = max(present) / min(present) > 30
+        x = range(len(stages))
+        bars = ax.bar(list(x), [v if v is not None else 0 for v in vals], color=colors, edgecolor="black", lw=0.5)
+        ax.bar_label(bars, labels=[label(v) if v is not None else "n/a" for v in vals], fontsize=7.5, padding=2)
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(min(present) / 3, max(present) * 6)
+        else:
+            ax.set_ylim(0, max(present) * 1.18)
+        ax.set_xticks(list(x), names, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Per-stage cost (orange = int8, blue = float32)")
+    return _png(fig)
+
+
+def _plot_confusion(report: dict[str, Any]) -> bytes | None:
+    final = report.get("final")
+    if not isinstance(final, dict) or not final.get("confusion_matrix"):
+        return None
+    import numpy as np
+
+    cm = np.asarray(final["confusion_matrix"], dtype=float)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.size == 0:
+        return None
+    n = cm.shape[0]
+    names = final.get("class_names") or (report.get("dataset") or {}).get("class_names") or []
+    side = min(8.5, max(5.0, 3.0 + 0.32 * n))
+    fig = _new_figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(cm, cmap="Blues", interpolation="nearest", vmin=0)
+    cb = fig.colorbar(im, ax=ax, shrink=0.85)
+    cb.set_label("test images (count)")
+    from matplotlib.ticker import MaxNLocator
+
+    cb.locator = MaxNLocator(integer=True)
+    cb.update_ticks()
+    if n <= 20:
+        labels = [str(c) for c in names] if len(names) == n else [str(i) for i in range(n)]
+        ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), labels, fontsize=8)
+        if n <= 12:
+            thresh = cm.max() / 2 if cm.max() > 0 else 1
+            for i in range(n):
+                for j in range(n):
+                    if cm[i, j]:
+                        ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                                color="white" if cm[i, j] > thresh else "black")
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    stage = final.get("stage") or (_stages(report)[-1].get("stage") if _stages(report) else None)
+    ax.set_title(f"Confusion matrix — final model{f' ({stage})' if stage else ''}, {n} classes")
+    ax.set_xlabel("predicted class" + ("" if n <= 20 else f" (0..{n - 1})"))
+    ax.set_ylabel("true class" + ("" if n <= 20 else f" (0..{n - 1})"))
+    return _png(fig)
+
+
+def _plot_training(report: dict[str, Any]) -> bytes | None:
+    hist = report.get("history")
+    if not isinstance(hist, dict):
+        return None
+    runs = {k: v for k, v in hist.items() if isinstance(v, dict)}
+    has_acc = {k: v["val_accuracy"] for k, v in runs.items() if _nums(v.get("val_accuracy"))}
+    has_loss = {k: v["loss"] for k, v in runs.items() if _nums(v.get("loss"))}
+    if not has_acc:
+        return None
+    ncols = 2 if has_loss else 1
+    fig = _new_figure(6.2 * ncols, 4.4)
+    ax = fig.add_subplot(1, ncols, 1)
+    for name, acc in has_acc.items():
+        ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], marker="o", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Validation accuracy per epoch")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if has_loss:
+        ax2 = fig.add_subplot(1, ncols, 2)
+        for name, loss in has_loss.items():
+            ax2.plot(range(1, len(loss) + 1), loss, marker="o", ms=3, label=name)
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("training loss (stage's own objective)")
+        ax2.set_title("Training loss per epoch (KD stages: KD loss)")
+        ax2.grid(True, alpha=0.3)
+        ax2.legend(fontsize=8)
+    fig.suptitle("Training curves")
+    return _png(fig)
+
+
+def _nums(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_num(x) for x in v)
+
+
+_PLOTTERS: dict[str, tuple[Callable[[dict[str, Any]], bytes | None], str]] = {
+    "accuracy_vs_flash": (_plot_accuracy_vs_flash, "Accuracy vs flash (KB as flashed, log scale), one point per stage"),
+    "stage_costs": (_plot_stage_costs, "Per-stage parameters, MACs, flash and estimated MCU latency"),
+    "confusion_matrix": (_plot_confusion, "Confusion matrix of the final model"),
+    "training_curves": (_plot_training, "Validation accuracy per epoch for each trained stage"),
+}
+
+
+# --------------------------------------------------------------------------------------------- document
+# Blocks: ("h1"|"h2"|"p", text) | ("ul", [text]) | ("table", headers, rows, numeric_flags) | ("img", name, alt)
+#         | ("pre", text) | ("details", summary, [blocks])
+Block = tuple[Any, ...]
+
+
+def _document(report: dict[str, Any], plots: dict[str, bytes]) -> list[Block]:
+    doc: list[Block] = [("h1", f"AtalaIA report — {report.get('recipe_name', '?')}")]
+    meta = []
+    if report.get("atalaia_version"):
+        meta.append(f"AtalaIA {report['atalaia_version']}")
+    if report.get("created"):
+        meta.append(f"created {report['created']}")
+    if meta:
+        doc.append(("p", ", ".join(meta) + "."))
+
+    doc += [("h2", "How to read these numbers"), ("ul", statements(report))]
+
+    ds = report.get("dataset")
+    if isinstance(ds, dict):
+        items = []
+        if ds.get("root") is not None:
+            items.append(f"root: {ds['root']}")
+        if ds.get("num_classes") is not None:
+            items.append(f"classes: {fmt(ds.get('num_classes'), 'int')}")
+        splits = [f"{k} {fmt(ds.get(k), 'int')}" for k in ("train", "val", "test") if ds.get(k) is not None]
+        if splits:
+            items.append("images: " + ", ".join(splits))
+        if ds.get("image_size"):
+            size = "x".join(str(v) for v in ds["image_size"])
+            ch = ds.get("channels")
+            items.append(f"input: {size}" + (f"x{ch}" if ch is not None else ""))
+        names = ds.get("class_names") or []
+        if names:
+            shown = ", ".join(str(c) for c in names[:20])
+            items.append("class names: " + shown + (f", … ({len(names) - 20} more)" if len(names) > 20 else ""))
+        doc += [("h2", "Dataset"), ("ul", items)]
+
+    headers, rows = stage_table(report)
+    numeric = [c.numeric for c in _columns(report)]
+    doc += [("h2", "Stages"), ("table", headers, rows, numeric)]
+
+    lines = summary_lines(report)
+    if lines:
+        doc += [("h2", "Findings"), ("ul", lines)]
+
+    cp = report.get("channel_pruning")
+    if isinstance(cp, dict) and cp.get("layers"):
+        lrows = []
+        for layer in cp["layers"]:
+            if not isinstance(layer, dict):
+                continue
+            b, a = layer.get("before"), layer.get("after")
+            kept = a / b if _is_num(a) and _is_pos(b) else None
+            lrows.append([fmt(layer.get("name"), "text"), fmt(b, "int"), fmt(a, "int"), fmt(kept, "pct1")])
+        doc += [("h2", "Channel pruning per layer"),
+                ("table", ["layer", "channels before", "channels after", "kept (%)"], lrows, [False, True, True, True])]
+
+    final = report.get("final")
+    if isinstance(final, dict) and isinstance(final.get("per_class"), dict):
+        pc = final["per_class"]
+        n = max((len(pc.get(k) or []) for k in ("precision", "recall", "f1", "support")), default=0)
+        names = final.get("class_names") or (ds.get("class_names") if isinstance(ds, dict) else None) or []
+
+        def at(key: str, i: int) -> Any:
+            seq = pc.get(key) or []
+            return seq[i] if i < len(seq) else None
+
+        prow = [[fmt(names[i] if i < len(names) else i, "text"), fmt(at("precision", i), "pct"),
+                 fmt(at("recall", i), "pct"), fmt(at("f1", i), "pct"), fmt(at("support", i), "int")]
+                for i in range(n)]
+        if prow:
+            table = ("table", ["class", "precision (%)", "recall (%)", "F1 (%)", "support"], prow,
+                     [False, True, True, True, True])
+            doc += [("h2", "Final model per class"), ("details", f"{n} classes", [table])]
+
+    plot_blocks = [("img", name, _PLOTTERS[name][1]) for name in PLOT_NAMES if name in plots]
+    if plot_blocks:
+        doc += [("h2", "Plots"), *plot_blocks]
+
+    timings = report.get("timings_s")
+    if isinstance(timings, dict) and timings:
+        trows = [[fmt(k, "text"), fmt(v, "s")] for k, v in timings.items()]
+        doc += [("h2", "Wall-clock time per stage"), ("table", ["stage", "time (s)"], trows, [False, True])]
+
+    if report.get("recipe") is not None:
+        doc += [("h2", "Resolved recipe"),
+                ("details", "recipe (as run)", [("pre", json.dumps(report["recipe"], indent=2, default=str))])]
+    return doc
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _to_markdown(doc: Sequence[Block]) -> str:
+    out: list[str] = []
+    for b in doc:
+        kind = b[0]
+        if kind == "h1":
+            out.append(f"# {b[1]}\n")
+        elif kind == "h2":
+            out.append(f"## {b[1]}\n")
+        elif kind == "p":
+            out.append(f"{b[1]}\n")
+        elif kind == "ul":
+            out.append("\n".join(f"- {x}" for x in b[1]) + "\n")
+        elif kind == "table":
+            headers, rows, numeric = b[1], b[2], b[3]
+            out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
+            out.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
+            out.extend("| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows)
+            out.append("")
+        elif kind == "img":
+            out.append(f"![{b[2]}](plots/{b[1]}.png)\n")
+        elif kind == "pre":
+            out.append("```\n" + b[1] + "\n```\n")
+        elif kind == "details":
+            out.append(f"<details><summary>{html.escape(b[1])}</summary>\n")
+            out.append(_to_markdown(b[2]))
+            out.append("</details>\n")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#1d2430;line-height:1.45}
+h1{border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:1.6em;color:#2b4a7a}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #c9d2de;padding:.3em .6em}th{background:#eef3f9;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}tr:nth-child(even) td{background:#f8fafc}
+img{max-width:100%;height:auto;display:block;margin:.8em 0;border:1px solid #e2e8f0}
+pre{background:#f4f6f8;padding:.8em;overflow:auto;font-size:.85em}
+li{margin:.25em 0}figcaption{color:#4a5568;font-size:.9em}
+"""
+
+
+def _to_html(doc: Sequence[Block], plots: dict[str, bytes], title: str) -> str:
+    e = html.escape
+
+    def render(blocks: Sequence[Block]) -> list[str]:
+        out: list[str] = []
+        for b in blocks:
+            kind = b[0]
+            if kind in ("h1", "h2", "p"):
+                out.append(f"<{kind}>{e(b[1])}</{kind}>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
+            elif kind == "table":
+                headers, rows, numeric = b[1], b[2], b[3]
+                head = "".join(f"<th>{e(h)}</th>" for h in headers)
+                body = "".join(
+                    "<tr>" + "".join(
+                        f'<td class="num">{e(c)}</td>' if n else f"<td>{e(c)}</td>" for c, n in zip(r, numeric, strict=True)
+                    ) + "</tr>"
+                    for r in rows
+                )
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif kind == "img":
+                data = base64.b64encode(plots[b[1]]).decode("ascii")
+                out.append(f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}">'
+                           f"<figcaption>{e(b[2])}</figcaption></figure>")
+            elif kind == "pre":
+                out.append(f"<pre>{e(b[1])}</pre>")
+            elif kind == "details":
+                out.append(f"<details><summary>{e(b[1])}</summary>" + "".join(render(b[2])) + "</details>")
+        return out
+
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(render(doc))
+        + "\n</body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------- public API
+def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write report.json, report.md, report.html (self-contained) and plots/*.png into `out_dir`.
+
+    Returns {"json", "md", "html", "plot_<name>" for each plot written}. Optional sections missing from
+    `report` are skipped; plots left over from an earlier render that no longer apply are removed.
+    """
+    if not isinstance(report, dict):
+        raise TypeError(f"report must be a dict, got {type(report).__name__}")
+    missing = [k for k in ("recipe_name", "stages") if k not in report]
+    if missing:
+        raise ValueError(f"report is missing required key(s): {', '.join(missing)}")
+    if not isinstance(report["stages"], list):
+        raise ValueError("report['stages'] must be a list of StageResult dicts")
+    out_dir = Path(out_dir)
+    plot_dir = out_dir / "plots"
+    paths: dict[str, Path] = {"json": atomic_write_json(out_dir / "report.json", report)}
+
+    plots: dict[str, bytes] = {}
+    for name in PLOT_NAMES:
+        png = _PLOTTERS[name][0](report)
+        target = plot_dir / f"{name}.png"
+        if png is None:
+            if target.exists():
+                target.unlink()
+            continue
+        plots[name] = png
+        paths[f"plot_{name}"] = atomic_write_bytes(target, png)
+
+    doc = _document(report, plots)
+    paths["md"] = atomic_write_text(out_dir / "report.md", _to_markdown(doc))
+    title = f"AtalaIA report — {report.get('recipe_name')}"
+    paths["html"] = atomic_write_text(out_dir / "report.html", _to_html(doc, plots, title))
+    return paths
+
+
+def console_table(report: dict[str, Any]) -> Any:
+    """The stage table as a `rich.table.Table`: one row per stage, same cells as report.md/html."""
+    from rich.table import Table
+
+    table = Table(title=f"AtalaIA — {report.get('recipe_name', '?')}", header_style="bold")
+    for col in _columns(report):
+        table.add_column(col.header, justify="right" if col.numeric else "left",
+                         style="dim" if col.header.startswith("est.") else None)
+    for row in stage_table(report)[1]:
+        table.add_row(*row)
+    return table
+
+
+def print_summary(report: dict[str, Any], console: Any = None) -> None:
+    """Print the stage table, then KD gain, pruning costs, int8 drop, TFLM check and a reminder of units."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    console.print(console_table(report))
+    for line in summary_lines(report):
+        console.print(f"• {line}", markup=False, highlight=False)
+    console.print(
+        "Flash = .tflite as flashed (never gzip); \"est.\" = estimated MCU latency, not measured.",
+        markup=False, highlight=False, style="dim",
+    )
