@@ -43,10 +43,12 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from atalaia.config import load_recipe
+    from atalaia.ioutil import import_tensorflow_quietly
     from atalaia.pipeline import Pipeline
     from atalaia.report import print_summary
 
     r = load_recipe(recipe, _parse_overrides(set_))
+    import_tensorflow_quietly()
     out_dir = out or Path("runs") / r.name
     console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -62,7 +64,7 @@ def run(
 
             return tick
 
-        pipe = Pipeline(r, out_dir, force=force, log=lambda m: progress.console.print(m),
+        pipe = Pipeline(r, out_dir, force=force, log=lambda m: progress.console.print(m, markup=False, highlight=False),
                         make_progress=make_progress)
         report = pipe.run()
     print_summary(report, console)
@@ -98,14 +100,23 @@ def targets() -> None:
         t.add_row(tg.name, str(tg.clock_mhz), f"{tg.flash_bytes / 1024:.0f}", f"{tg.sram_bytes / 1024:.0f}",
                   f"{tg.psram_bytes / 1024:.0f}", tg.kernels, tg.description)
     console.print(t)
-    c = Table(title="latency estimate vs published (calibration anchors)")
-    rows = calibration_report()
-    if rows:
-        for col in rows[0]:
-            c.add_column(str(col))
-        for row in rows:
-            c.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()])
-        console.print(c)
+    c = Table(title="latency estimate (est.) vs published timings of real models (calibration anchors)")
+    cols = [("target", "target"), ("model", "model"), ("MACs", "macs"), ("published ms", "published_ms"),
+            ("est. ms", "estimate_ms"), ("fit error", "rel_error"),
+            ("leave-one-out error", "loo_rel_error"), ("single-rate error", "single_rate_rel_error"), ("fit", "fit"), ("source", "source")]
+    for title, _ in cols:
+        c.add_column(title, overflow="fold")
+    for row in calibration_report():
+        cells = []
+        for _, k in cols:
+            v = row.get(k)
+            cells.append(f"{100 * v:+.1f}%" if k.endswith("rel_error") and v is not None
+                         else f"{v:,}" if isinstance(v, int) else f"{v:.1f}" if isinstance(v, float) else str(v))
+        c.add_row(*cells)
+    console.print(c)
+    console.print("A fit with as many parameters as anchors is exact on them by construction: the leave-one-out "
+                  "error is the honest one. Targets with a single anchor use a single MACs rate; their estimates "
+                  "for other model shapes are extrapolations.")
 
 
 @app.command()
@@ -123,6 +134,27 @@ def export(
     out_dir = out or run_dir / "export"
     paths = write_c_array(blob_path.read_bytes(), out_dir, name)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+def align(
+    src: Annotated[Path, typer.Argument(help="Identity folders of raw photos: SRC/<identity>/<image>.")],
+    dst: Annotated[Path, typer.Argument(help="Where the 112x112 aligned chips go (same folder layout).")],
+    pick: Annotated[str, typer.Option(help="Which face when several: largest | center.")] = "largest",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-align even unchanged files.")] = False,
+) -> None:
+    """Detect, landmark and align faces (dlib HOG, MMOD fallback, 5 points) into 112x112 chips."""
+    from atalaia.data.align import align_folder
+
+    if pick not in ("largest", "center"):
+        raise AtalaiaError(f"--pick must be 'largest' or 'center', got '{pick}'")
+    try:
+        summary = align_folder(src, dst, cache=not no_cache, progress=True, pick=pick)  # type: ignore[arg-type]
+    except ImportError as e:
+        raise AtalaiaError(str(e)) from None
+    console.print(f"{summary.total} images: {summary.aligned} aligned, {summary.cached} from cache, "
+                  f"{summary.no_face} without a face (listed in {dst / 'no_face_found.txt'}), "
+                  f"{summary.unreadable} unreadable (listed in {dst / 'failed.txt'})")
 
 
 def main() -> None:

@@ -117,8 +117,41 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class FaceConfig:
+    """Face-embedding (open-set) recipes only: `task: verification`. Owned by `atalaia.face`.
+
+    Paths (`train_sets`, `lfw_root`, `cache_dir`) resolve relative to the recipe file. The student input is
+    `data.image_size` (square) with `data.channels` 1 (grey); epochs/batch/lr come from `train`, the student
+    from `student`, pruning from `prune.channel`, PTQ from `quantize`, targets from `evaluate`.
+    """
+
+    train_sets: tuple[str, ...] = ()  # chip-set folders: labels.csv (chip, identity) + chips [+ dlib_resnet128.npz]
+    lfw_root: str = ""  # folder with pairs file and <name>/<name>_NNNN.jpg chips (or chips112_gray/ inside)
+    pairs: str = "pairs.txt"  # relative to lfw_root
+    cache_dir: str = ""  # decoded-chip + teacher-embedding cache; "" = <run dir>/cache
+    embedding_dim: int = 128
+    margin: str = "cosface"  # cosface | arcface | none
+    margin_m: float = 0.35
+    margin_s: float = 30.0
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0  # cosine embedding KD through a learned projection
+    rkd_weight: float = 1.0  # relational KD: in-batch cosine-similarity matrices
+    kd_projection: bool = True
+    augment: bool = True
+    warmup_epochs: float = 1.0
+    finetune_lr_scale: float = 0.3  # channel-pruning fine-tune learning rate = train.learning_rate * this
+    min_images_per_identity: int = 2  # fewer -> the chips are used unlabelled (KD only)
+    max_train_chips: int | None = None  # subsample for quick runs / tests (None = all)
+    teacher_embeddings: str = "stored"  # stored (dlib_resnet128.npz beside the chips, dlib for the rest) | recompute
+    enrol_per_identity: int = 5  # open-set: templates enrolled per person
+    open_set_min_images: int = 10  # open-set: people with at least this many LFW images take part
+    tflm_max_images: int | None = None  # cap the images run through the TFLM interpreter (None = all)
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str = "default"
+    task: str = "classification"  # "classification" (closed-set identities) | "verification" (face embeddings)
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -128,6 +161,7 @@ class Recipe:
     prune: PruneConfig = field(default_factory=PruneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
     base_dir: str = "."  # where relative paths resolve; set by load_recipe to the recipe's folder
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +280,7 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
 def validate(r: Recipe) -> None:
     """Range checks that name the field and what is allowed."""
     checks = [
+        (r.task in ("classification", "verification"), "task must be 'classification' or 'verification'"),
         (len(r.data.image_size) == 2 and min(r.data.image_size) >= 8, "data.image_size must be [H, W] >= 8"),
         (r.data.channels in (1, 3), "data.channels must be 1 (grey) or 3 (RGB)"),
         (abs(sum(r.data.split) - 1.0) < 1e-6 and min(r.data.split) > 0, "data.split must be 3 positive fractions summing to 1"),
@@ -260,6 +295,20 @@ def validate(r: Recipe) -> None:
         (r.prune.channel.criterion in ("l1", "l2", "bn_gamma"), "prune.channel.criterion must be l1, l2 or bn_gamma"),
         (r.student.width > 0 and r.teacher.width > 0, "model width must be > 0"),
         (r.quantize.representative_samples >= 1, "quantize.representative_samples must be >= 1"),
+        (r.face.embedding_dim >= 8, "face.embedding_dim must be >= 8"),
+        (r.face.margin in ("cosface", "arcface", "none"), "face.margin must be cosface, arcface or none"),
+        (r.face.margin_s > 0 and 0.0 <= r.face.margin_m < 1.0, "face.margin_s must be > 0, face.margin_m in [0, 1)"),
+        (min(r.face.ce_weight, r.face.kd_weight, r.face.rkd_weight) >= 0, "face loss weights must be >= 0"),
+        (r.face.teacher_embeddings in ("stored", "recompute"), "face.teacher_embeddings must be stored or recompute"),
+        (r.face.enrol_per_identity >= 1 and r.face.open_set_min_images > r.face.enrol_per_identity,
+         "face.open_set_min_images must be > face.enrol_per_identity >= 1"),
+        (r.face.max_train_chips is None or r.face.max_train_chips >= 2, "face.max_train_chips must be >= 2"),
+        (r.face.tflm_max_images is None or r.face.tflm_max_images >= 1, "face.tflm_max_images must be >= 1"),
+        (r.face.min_images_per_identity >= 1, "face.min_images_per_identity must be >= 1"),
+        (r.task != "verification" or (r.data.image_size[0] == r.data.image_size[1] and r.data.channels == 1),
+         "verification recipes need a square data.image_size and data.channels 1 (the LFW chips are grey)"),
+        (r.task != "verification" or (bool(r.face.train_sets) and bool(r.face.lfw_root)),
+         "verification recipes need face.train_sets and face.lfw_root"),
     ]
     for ok, msg in checks:
         if not ok:

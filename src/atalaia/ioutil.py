@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +49,35 @@ def _default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def silence_native_output(fds: tuple[int, ...] = (1, 2)) -> Iterator[None]:
+    """Send what C/C++ code writes straight to these file descriptors to a sink, restoring them after.
+
+    TensorFlow's converter and absl print banners ('fully_quantize: 0 ...', oneDNN notices) that Python's
+    own stream redirection cannot catch.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
+    with tempfile.TemporaryFile() as sink:
+        try:
+            for fd in fds:
+                os.dup2(sink.fileno(), fd)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, s in zip(fds, saved, strict=True):
+                os.dup2(s, fd)
+                os.close(s)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow once with its native start-up banners silenced."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with silence_native_output((2,)):
+        import tensorflow  # noqa: F401

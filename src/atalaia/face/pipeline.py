@@ -1,0 +1,578 @@
+"""`FacePipeline(recipe, out_dir).run()`: the face-embedding recipe (`task: verification`) end to end.
+
+Stages (same run-folder conventions as `atalaia.pipeline.Pipeline`: one folder per stage with `metrics.json`
+and a `DONE.json` marker written last by atomic rename, holding the stage key; a finished stage with the same
+key is skipped, so a killed run resumes):
+
+    teacher         dlib ResNet 128-d on the LFW chips (stored embeddings, dlib for chips without one)
+    student         grey ds_cnn embedding student: margin softmax (CosFace/ArcFace) + cosine KD through a
+                    learned projection + relational KD, on every training chip (unlabelled ones feed KD only)
+    pruned_channel  structured channel pruning (`compress.prune.channel_prune`) + the same loss, fine-tuned
+    int8_litert     full-integer PTQ (`deploy.tflite.convert_int8`), run with LiteRT reference kernels
+    int8_tflm       the same .tflite run in the TFLM interpreter on every evaluation image (arena, parity)
+
+Every row is a `StageResult` whose `accuracy` is the LFW 10-fold mean accuracy (cosine score, threshold chosen
+on 9 folds); `macro_f1` is NaN (no closed-set classes); the verification metrics are in `extra` and in the
+report's `verification` section. Run folder: `recipe.yaml`, `<stage>/...`, `plots/roc_lfw.png`, `report.json`,
+`report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atalaia import __version__
+from atalaia.config import Recipe, dump_recipe
+from atalaia.errors import DataError, RecipeError
+from atalaia.evaluate.result import StageResult
+from atalaia.face.evalset import EvalSet, build_eval_set, verification_summary
+from atalaia.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+STAGES = ("teacher", "student", "pruned_channel", "int8_litert", "int8_tflm")
+STAGE_LABELS = {
+    "teacher": "teacher (dlib ResNet)", "student": "student float", "pruned_channel": "student channel-pruned",
+    "int8_litert": "student int8 (LiteRT)", "int8_tflm": "student int8 (TFLM)",
+}
+F1_NOTE = "macro_f1 is NaN for verification rows: open-set face verification has no closed set of classes"
+NOTES = [
+    "accuracy = LFW 10-fold verification accuracy (pairs file, cosine similarity, threshold chosen on 9 folds, "
+    "tested on the 10th); std over folds in extra.acc_std.",
+    F1_NOTE,
+    "Open-set identification: the rejection threshold is each model's LFW operating point (mean fold threshold).",
+    "Flash = bytes of the .tflite as flashed; arena measured in the real TFLM runtime; MCU latencies are "
+    "estimates (MACs-based, calibrated on published TFLM timings); host latency is LiteRT reference kernels, "
+    "1 thread, median.",
+    "Teacher row: dlib's ResNet (not an MCU model): flash = its .dat weight file, params = file bytes / 4 "
+    "(approximate), MACs not counted (0), host latency = dlib CPU time per 150x150 chip.",
+]
+
+
+def _key(*parts: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _save_keras(model, path: Path) -> None:
+    import os
+
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class FacePipeline:
+    """Runs a `task: verification` recipe. `log` gets one-line messages; `make_progress(desc, total)` returns
+    a per-epoch tick callable (or None), as for the closed-set Pipeline."""
+
+    def __init__(self, recipe: Recipe, out_dir: str | Path, *, force: bool = False,
+                 log: Callable[[str], None] = print,
+                 make_progress: Callable[[str, int], Callable[[int], None] | None] | None = None) -> None:
+        if recipe.task != "verification":
+            raise RecipeError(f"FacePipeline runs 'task: verification' recipes; this one has task '{recipe.task}'")
+        self.recipe = recipe
+        self.out = Path(out_dir)
+        self.force = force
+        self.log = log
+        self.make_progress = make_progress or (lambda desc, total: None)
+        self.results: dict[str, StageResult] = {}
+        self.extras: dict[str, dict] = {}
+        self.keys: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self._models: dict[str, Any] = {}
+        self._emb: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------------------------- paths
+    def _path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (Path(self.recipe.base_dir) / q).resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        f = self.recipe.face
+        return self._path(f.cache_dir) if f.cache_dir else self.out / "cache"
+
+    def _stage_dir(self, stage: str) -> Path:
+        return self.out / stage
+
+    # ------------------------------------------------------------------------------------- stage machinery
+    def _is_done(self, stage: str, key: str) -> bool:
+        marker = self._stage_dir(stage) / "DONE.json"
+        if self.force or not marker.is_file():
+            return False
+        try:
+            return json.loads(marker.read_text()).get("key") == key
+        except (OSError, ValueError):
+            return False
+
+    def _run_stage(self, stage: str, key: str, fn: Callable[[Path], tuple[StageResult, dict]]) -> None:
+        self.keys[stage] = key
+        d = self._stage_dir(stage)
+        if self._is_done(stage, key):
+            data = json.loads((d / "metrics.json").read_text())
+            self.results[stage] = StageResult.from_dict(data["result"])
+            self.extras[stage] = data.get("extra", {})
+            self.timings[stage] = float(data.get("seconds", 0.0))
+            self.log(f"[{stage}] already done (key {key}), skipped")
+            return
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        self.log(f"[{stage}] running")
+        t0 = time.perf_counter()
+        result, extra = fn(d)
+        seconds = time.perf_counter() - t0
+        atomic_write_json(d / "metrics.json", {"result": result.to_dict(), "extra": extra, "seconds": seconds})
+        atomic_write_json(d / "DONE.json", {"key": key, "finished": _now()})
+        self.results[stage], self.extras[stage], self.timings[stage] = result, extra, seconds
+        v = extra["verification"]
+        self.log(f"[{stage}] done in {seconds:.1f} s: LFW {100 * v['acc_mean']:.2f}% +- {100 * v['acc_std']:.2f}, "
+                 f"AUC {v['auc']:.4f}, flash {result.flash_bytes / 1024:.1f} KB")
+
+    def _embeddings(self, stage: str) -> np.ndarray:
+        if stage not in self._emb:
+            with np.load(self._stage_dir(stage) / "embeddings.npz") as z:
+                self._emb[stage] = z["emb"]
+        return self._emb[stage]
+
+    def model(self, stage: str):
+        if stage not in self._models:
+            import keras
+
+            self._models[stage] = keras.saving.load_model(self._stage_dir(stage) / "model.keras", compile=False)
+        return self._models[stage]
+
+    # ------------------------------------------------------------------------------------- data
+    def _load_train(self):
+        from atalaia.face.data import load_chip_sets
+
+        r, f = self.recipe, self.recipe.face
+        size = int(r.data.image_size[0])
+        cs = load_chip_sets([self._path(p) for p in f.train_sets], size, cache_dir=self.cache_dir,
+                            min_images_per_identity=f.min_images_per_identity)
+        if cs.skipped:
+            self.log(f"[data] {len(cs.skipped)} training chip(s) unreadable, left out (listed in report)")
+        idx = np.arange(len(cs))
+        if f.max_train_chips is not None and f.max_train_chips < len(cs):
+            idx = np.sort(np.random.default_rng(r.seed).choice(len(cs), f.max_train_chips, replace=False))
+        images, labels, teacher = cs.images[idx], cs.labels[idx], cs.teacher[idx]
+        # re-densify labels after subsampling; identities left with one chip become unlabelled
+        lab = labels >= 0
+        uniq, inv, cnt = np.unique(labels[lab], return_inverse=True, return_counts=True)
+        dense = np.full(len(labels), -1, np.int64)
+        keep_id = cnt >= max(2, min(f.min_images_per_identity, 2))
+        remap = -np.ones(len(uniq), np.int64)
+        remap[keep_id] = np.arange(int(keep_id.sum()))
+        dense[lab] = remap[inv.reshape(-1)]
+        num_classes = int(dense.max() + 1) if (dense >= 0).any() else 0
+        no_teacher = int((~np.isfinite(teacher).all(axis=1)).sum())
+        if no_teacher:
+            self.log(f"[data] {no_teacher} training chip(s) have no stored teacher embedding: KD is masked for them")
+        info = {"train_sets": [str(self._path(p)) for p in f.train_sets], "sources": cs.sources,
+                "chips": int(len(images)), "labelled": int((dense >= 0).sum()), "unlabelled": int((dense < 0).sum()),
+                "identities": num_classes, "chips_without_teacher": no_teacher,
+                "skipped": [{"path": p, "reason": why} for p, why in cs.skipped],
+                "fingerprint": cs.fingerprint(), "subsampled_to": f.max_train_chips,
+                "image_size": [size, size], "channels": 1}
+        return images, dense, teacher, num_classes, info
+
+    def _teacher_lfw(self, ev: EvalSet) -> tuple[np.ndarray, dict]:
+        """dlib embeddings of the evaluation chips: stored ones (dlib_resnet128.npz beside the chips),
+        computed with dlib (cached) for the rest, or all recomputed when face.teacher_embeddings=recompute."""
+        from atalaia.face.data import TEACHER_NPZ, read_grey
+
+        f = self.recipe.face
+        emb = np.full((len(ev.rel_paths), 128), np.nan, np.float32)
+        stored = 0
+        if f.teacher_embeddings == "stored":
+            for cand in (ev.image_root / TEACHER_NPZ, ev.image_root.parent / TEACHER_NPZ):
+                if cand.is_file():
+                    with np.load(cand, allow_pickle=False) as z:
+                        chips, e = [str(c) for c in z["chip"]], z["emb"]
+                    prefix = ev.image_root.name + "/"
+                    idx = {c[len(prefix):] if c.startswith(prefix) else c: i for i, c in enumerate(chips)}
+                    for i, rel in enumerate(ev.rel_paths):
+                        j = idx.get(rel)
+                        if j is not None:
+                            emb[i] = e[j]
+                            stored += 1
+                    break
+        todo = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+        computed = 0
+        if len(todo):
+            from atalaia.models.dlib_teacher import DlibEmbedder
+
+            self.log(f"[teacher] computing dlib embeddings for {len(todo)} chip(s) (~0.1 s each, cached)")
+            emb_d = DlibEmbedder(cache=self.cache_dir / "dlib_teacher_cache.npz")
+            chips = np.stack([read_grey(ev.image_root / ev.rel_paths[i], 112) for i in todo])
+            emb[todo] = emb_d.embed_chips(chips)
+            computed = len(todo)
+        return emb, {"stored_embeddings": stored, "computed_with_dlib": computed,
+                     "source": f.teacher_embeddings}
+
+    # ------------------------------------------------------------------------------------- rows
+    def _row(self, stage: str, model_name: str, dtype: str, blob: bytes | None, params: int, ver: dict,
+             **fields) -> StageResult:
+        from atalaia.deploy.targets import estimate_latency_ms
+        from atalaia.evaluate import profile
+
+        extra = {k: ver[k] for k in ("acc_std", "auc", "tar_at_far_0.01", "tar_at_far_0.001", "threshold")}
+        extra["open_set"] = ver.get("open_set")
+        extra["macro_f1_note"] = F1_NOTE
+        if blob is None:
+            return StageResult(stage=stage, model=model_name, dtype=dtype, params=int(params), macs=0,
+                               flash_bytes=int(fields.pop("flash_bytes", 0)), accuracy=ver["acc_mean"],
+                               macro_f1=float("nan"), extra={**extra, **fields.pop("extra", {})}, **fields)
+        macs = profile.count_macs(blob)
+        est = {t: round(float(estimate_latency_ms(macs["by_op"], macs["n_ops"], t)), 3)
+               for t in self.recipe.evaluate.targets}
+        return StageResult(
+            stage=stage, model=model_name, dtype=dtype, params=int(params), macs=int(macs["total"]),
+            flash_bytes=len(blob), accuracy=ver["acc_mean"], macro_f1=float("nan"),
+            host_latency_ms=round(float(profile.host_latency_ms(blob, runs=self.recipe.evaluate.latency_runs)), 4),
+            est_latency_ms=est, gzip_bytes=int(profile.gzip_size(blob)),
+            extra={**extra, **fields.pop("extra", {})}, **fields)
+
+    def _float_stage(self, stage: str, model, d: Path, ev: EvalSet, tlog, extra: dict) -> tuple[StageResult, dict]:
+        from atalaia.deploy.tflite import convert_float
+        from atalaia.evaluate import profile
+        from atalaia.face.train import embed
+
+        blob = convert_float(model)
+        atomic_write_bytes(d / "model.tflite", blob)
+        _save_keras(model, d / "model.keras")
+        self._models[stage] = model
+        if tlog.head is not None:
+            _save_npz(d / "heads.npz", head=tlog.head, proj=tlog.proj)
+        emb = embed(model, ev.images)
+        _save_npz(d / "embeddings.npz", emb=emb)
+        self._emb[stage] = emb
+        ver, _ = verification_summary(emb, ev)
+        res = self._row(stage, model.name, "float32", blob, profile.count_params(model), ver)
+        return res, {"verification": ver, "history": tlog.to_dict() | {"head": None, "proj": None}, **extra}
+
+    def _spec(self, **over):
+        from atalaia.face.train import TrainSpec
+
+        r, f = self.recipe, self.recipe.face
+        base = dict(epochs=r.train.epochs, batch_size=r.train.batch_size, learning_rate=r.train.learning_rate,
+                    weight_decay=r.train.weight_decay, warmup_epochs=f.warmup_epochs, margin=f.margin,
+                    margin_m=f.margin_m, margin_s=f.margin_s, ce_weight=f.ce_weight, kd_weight=f.kd_weight,
+                    rkd_weight=f.rkd_weight, kd_projection=f.kd_projection, augment=f.augment, seed=r.seed)
+        base.update(over)
+        return TrainSpec(**base)
+
+    # ------------------------------------------------------------------------------------- run
+    def run(self) -> dict:
+        r, f = self.recipe, self.recipe.face
+        t_run = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "recipe.yaml", dump_recipe(r))
+        size = int(r.data.image_size[0])
+        lfw_root = self._path(f.lfw_root)
+        pairs_file = Path(f.pairs) if Path(f.pairs).is_absolute() else lfw_root / f.pairs
+        t0 = time.perf_counter()
+        ev = build_eval_set(lfw_root, pairs_file, size, enrol_per_identity=f.enrol_per_identity,
+                            open_set_min_images=f.open_set_min_images, seed=r.seed)
+        if ev.missing_pairs:
+            self.log(f"[data] {len(ev.missing_pairs)} of {ev.n_declared} LFW pairs left out "
+                     f"(missing/unreadable image; listed in the report)")
+        self.log(f"[data] LFW: {len(ev.rel_paths)} images, {len(ev.left)} pairs ({time.perf_counter() - t0:.1f} s)")
+        images, labels, teacher, num_classes, train_info = self._load_train()
+        self.log(f"[data] training: {train_info['chips']} chips, {num_classes} identities, "
+                 f"{train_info['unlabelled']} unlabelled")
+        ev_key = ev.fingerprint()
+
+        # teacher ---------------------------------------------------------------------------------
+        k_teacher = _key("teacher", ev_key, f.teacher_embeddings)
+
+        def teacher_stage(d: Path):
+            emb, info = self._teacher_lfw(ev)
+            _save_npz(d / "embeddings.npz", emb=emb)
+            self._emb["teacher"] = emb
+            ver, _ = verification_summary(emb, ev)
+            from atalaia.evaluate.verification import euclidean_distances, lfw_10fold
+
+            dist = euclidean_distances(emb[ev.left], emb[ev.right])
+            ten = lfw_10fold(-dist, ev.is_same, ev.fold)
+            info["euclidean_acc_mean"], info["euclidean_acc_std"] = ten["mean"], ten["std"]
+            dat, lat = self._dlib_facts(ev)
+            res = self._row("teacher", "dlib_resnet_v1", "float32", None, dat // 4, ver, flash_bytes=dat,
+                            host_latency_ms=lat, extra={"teacher": info})
+            return res, {"verification": ver, "teacher": info}
+
+        self._run_stage("teacher", k_teacher, teacher_stage)
+
+        # student ---------------------------------------------------------------------------------
+        train_fields = {k: v for k, v in r.to_dict()["face"].items()
+                        if k not in ("lfw_root", "pairs", "cache_dir", "enrol_per_identity", "open_set_min_images",
+                                     "tflm_max_images", "teacher_embeddings", "finetune_lr_scale")}
+        k_student = _key("student", train_info["fingerprint"], ev_key, r.to_dict()["train"], r.to_dict()["student"],
+                         r.seed, size, train_fields)
+
+        def student_stage(d: Path):
+            from atalaia.face.train import build_student, train_embedding
+
+            m = build_student(size, width=r.student.width, embedding_dim=f.embedding_dim, name=r.student.name)
+            tick = self.make_progress("student: epochs", r.train.epochs)
+            tlog = train_embedding(m, images, labels, teacher, num_classes, self._spec(), progress=tick,
+                                   log=lambda s: self.log(f"[student] {s}"))
+            return self._float_stage("student", m, d, ev, tlog, {"train_data": train_info})
+
+        self._run_stage("student", k_student, student_stage)
+        final = "student"
+
+        # channel pruning -------------------------------------------------------------------------
+        cp = r.prune.channel
+        if cp.enabled and cp.ratio > 0:
+            k_pr = _key("pruned_channel", k_student, r.to_dict()["prune"]["channel"], f.finetune_lr_scale)
+
+            def pruned_stage(d: Path):
+                from atalaia.compress.prune import channel_prune
+                from atalaia.face.train import train_embedding
+
+                m, summary = channel_prune(self.model("student"), cp.ratio, cp.criterion)
+                heads = self._stage_dir("student") / "heads.npz"
+                init = dict(np.load(heads)) if heads.is_file() else {}
+                tick = self.make_progress("pruned_channel: epochs", cp.epochs)
+                spec = self._spec(epochs=cp.epochs, learning_rate=r.train.learning_rate * f.finetune_lr_scale,
+                                  warmup_epochs=0.0, seed=r.seed + 4)
+                tlog = train_embedding(m, images, labels, teacher, num_classes, spec, progress=tick,
+                                       log=lambda s: self.log(f"[pruned_channel] {s}"),
+                                       init_head=init.get("head"), init_proj=init.get("proj"))
+                return self._float_stage("pruned_channel", m, d, ev, tlog, {"summary": summary})
+
+            self._run_stage("pruned_channel", k_pr, pruned_stage)
+            final = "pruned_channel"
+
+        # int8 LiteRT -----------------------------------------------------------------------------
+        k_q = _key("int8_litert", self.keys[final], r.to_dict()["quantize"], r.to_dict()["evaluate"])
+
+        def int8_stage(d: Path):
+            from atalaia.deploy.targets import fits
+            from atalaia.deploy.tflite import TFLiteRunner, convert_int8
+            from atalaia.deploy.tflm import check_tflm
+
+            model = self.model(final)
+            rng = np.random.default_rng(r.seed)
+            rep = images[rng.permutation(len(images))[: r.quantize.representative_samples]].astype(np.float32) / 255.0
+            blob = convert_int8(model, rep, per_channel=r.quantize.per_channel)
+            atomic_write_bytes(d / "model.tflite", blob)
+            runner = TFLiteRunner(blob)
+            xq = runner.quantize_input(ev.images.astype(np.float32) / 255.0)
+            raw = runner.predict_raw(xq)
+            emb = (raw.astype(np.float32) - runner.output_zero_point) * runner.output_scale
+            _save_npz(d / "embeddings.npz", emb=emb, raw=raw)
+            self._emb["int8_litert"] = emb
+            ver, _ = verification_summary(emb, ev)
+            rep_t = check_tflm(blob, xq[: min(32, len(xq))])
+            fl = self._embeddings(final)
+            agree = float(np.mean(np.sum(_unit(fl) * _unit(emb), axis=1)))
+            res = self._row("int8_litert", model.name, "int8", blob, self.results[final].params, ver,
+                            arena_bytes=int(rep_t.arena_bytes))
+            extra = {"verification": ver, "source_stage": final,
+                     "float_acc_mean": self.results[final].accuracy,
+                     "accuracy_drop_pp": round(100 * (self.results[final].accuracy - ver["acc_mean"]), 3),
+                     "mean_cosine_to_float_embedding": agree,
+                     "input_quantization": {"scale": runner.input_scale, "zero_point": runner.input_zero_point},
+                     "output_quantization": {"scale": runner.output_scale, "zero_point": runner.output_zero_point},
+                     "tflm": {**rep_t.to_dict(), "passed": True},
+                     "fits": {t: fits(t, len(blob), int(rep_t.arena_bytes)) for t in r.evaluate.targets}}
+            return res, extra
+
+        self._run_stage("int8_litert", k_q, int8_stage)
+
+        # int8 TFLM -------------------------------------------------------------------------------
+        k_tflm = _key("int8_tflm", k_q, f.tflm_max_images)
+
+        def tflm_stage(d: Path):
+            from atalaia.deploy.tflite import TFLiteRunner
+            from atalaia.deploy.tflm import _runtime
+
+            blob = (self._stage_dir("int8_litert") / "model.tflite").read_bytes()
+            runner = TFLiteRunner(blob)
+            with np.load(self._stage_dir("int8_litert") / "embeddings.npz") as z:
+                lite_raw, lite_emb = z["raw"], z["emb"]
+            xq = runner.quantize_input(ev.images.astype(np.float32) / 255.0)
+            n = len(xq) if f.tflm_max_images is None else min(len(xq), f.tflm_max_images)
+            arena = int(self.results["int8_litert"].arena_bytes or 0)
+            it = _runtime().Interpreter.from_bytes(blob, arena_size=arena + 4096)
+            raw = lite_raw.copy()
+            t0 = time.perf_counter()
+            for i in range(n):
+                it.set_input(xq[i : i + 1], 0)
+                it.invoke()
+                raw[i] = np.asarray(it.get_output(0)).reshape(raw.shape[1:])
+            tflm_s = time.perf_counter() - t0
+            del it
+            diff = np.abs(raw[:n].astype(np.int32) - lite_raw[:n].astype(np.int32))
+            emb = (raw.astype(np.float32) - runner.output_zero_point) * runner.output_scale
+            _save_npz(d / "embeddings.npz", emb=emb, raw=raw)
+            self._emb["int8_tflm"] = emb
+            ver, _ = verification_summary(emb, ev)
+            src = self.results["int8_litert"]
+            parity = {"images": int(n), "of": int(len(xq)), "max_abs_diff_steps": int(diff.max()) if diff.size else 0,
+                      "exact_fraction": float(np.mean(diff == 0)) if diff.size else 1.0,
+                      "litert_used_for_rest": int(len(xq) - n), "tflm_seconds": round(tflm_s, 2),
+                      "tflm_ms_per_image_host": round(1e3 * tflm_s / max(n, 1), 3)}
+            self.log(f"[int8_tflm] {n} images through TFLM: parity max diff {parity['max_abs_diff_steps']} steps, "
+                     f"{100 * parity['exact_fraction']:.2f}% bit-exact")
+            res = StageResult(stage="int8_tflm", model=src.model, dtype="int8", params=src.params, macs=src.macs,
+                              flash_bytes=src.flash_bytes, accuracy=ver["acc_mean"], macro_f1=float("nan"),
+                              host_latency_ms=src.host_latency_ms, arena_bytes=src.arena_bytes,
+                              est_latency_ms=dict(src.est_latency_ms), gzip_bytes=src.gzip_bytes,
+                              extra={k: ver[k] for k in ("acc_std", "auc", "tar_at_far_0.01", "tar_at_far_0.001",
+                                                          "threshold")}
+                              | {"open_set": ver.get("open_set"), "parity": parity, "macro_f1_note": F1_NOTE})
+            del lite_emb
+            return res, {"verification": ver, "parity": parity}
+
+        self._run_stage("int8_tflm", k_tflm, tflm_stage)
+        return self._write_report(ev, train_info, time.perf_counter() - t_run)
+
+    # ------------------------------------------------------------------------------------- teacher facts
+    def _dlib_facts(self, ev: EvalSet) -> tuple[int, float | None]:
+        """(size of dlib's ResNet weight file, median dlib seconds per chip in ms) — latency None if no dlib."""
+        try:
+            import face_recognition_models as frm
+
+            dat = Path(frm.face_recognition_model_location()).stat().st_size
+        except (ImportError, OSError):
+            return 0, None
+        try:
+            from atalaia.face.data import read_grey
+            from atalaia.models.dlib_teacher import DlibEmbedder
+
+            e = DlibEmbedder(cache=None)
+            chip = read_grey(ev.image_root / ev.rel_paths[0], 112)
+            e.embed_chips(chip[None])
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                e.embed_chips(chip[None])
+                times.append(1e3 * (time.perf_counter() - t0))
+            return int(dat), round(float(np.median(times)), 3)
+        except (ImportError, DataError):
+            return int(dat), None
+
+    # ------------------------------------------------------------------------------------- report
+    def _write_report(self, ev: EvalSet, train_info: dict, seconds: float) -> dict:
+        from atalaia.evaluate.verification import plot_roc, roc
+
+        r = self.recipe
+        stages = [s for s in STAGES if s in self.results]
+        curves = {}
+        for s in stages:
+            emb = self._embeddings(s).astype(np.float64)
+            from atalaia.evaluate.verification import cosine_scores
+
+            sc = cosine_scores(emb[ev.left], emb[ev.right])
+            fpr, tpr, _ = roc(sc, ev.is_same)
+            curves[STAGE_LABELS[s]] = (fpr, tpr)
+        plot = plot_roc(curves, self.out / "plots" / "roc_lfw.png", title=f"LFW {ev.pairs_file.name}, cosine")
+        models = {s: {**self.extras[s]["verification"], "label": STAGE_LABELS[s]} for s in stages}
+        rep: dict[str, Any] = {
+            "atalaia_version": __version__, "task": "verification", "recipe_name": r.name, "created": _now(),
+            "recipe": r.to_dict(), "targets": list(r.evaluate.targets),
+            "dataset": {"train": train_info, "eval": ev.summary()},
+            "stages": [self.results[s].to_dict() for s in stages],
+            "notes": NOTES,
+            "timings_s": {k: round(v, 2) for k, v in self.timings.items()} | {"total_this_invocation": round(seconds, 1)},
+            "history": {s: self.extras[s]["history"] for s in stages if "history" in self.extras[s]},
+            "verification": {
+                "protocol": "LFW View 2 pairs file, 10 folds; cosine similarity; threshold maximising accuracy on "
+                            "9 folds, accuracy on the 10th; std over folds (ddof=0); TAR at FAR from the pooled ROC",
+                "pairs_file": str(ev.pairs_file), "pairs_used": int(len(ev.left)),
+                "pairs_missing": len(ev.missing_pairs), "models": models,
+                "roc_plot": str(Path(plot).relative_to(self.out)),
+                "teacher": self.extras.get("teacher", {}).get("teacher"),
+            },
+        }
+        if "pruned_channel" in self.results:
+            s, p = self.results["student"], self.results["pruned_channel"]
+            rep["channel_pruning"] = {"ratio": r.prune.channel.ratio, "criterion": r.prune.channel.criterion,
+                                      "params_before": s.params, "params_after": p.params, "macs_before": s.macs,
+                                      "macs_after": p.macs, "flash_before": s.flash_bytes, "flash_after": p.flash_bytes,
+                                      "layers": self.extras["pruned_channel"].get("summary", {}).get("layers", {})}
+        if "int8_litert" in self.results:
+            ex = self.extras["int8_litert"]
+            rep["int8"] = {k: ex[k] for k in ("source_stage", "float_acc_mean", "accuracy_drop_pp",
+                                              "mean_cosine_to_float_embedding", "tflm", "fits",
+                                              "input_quantization", "output_quantization")}
+            if "int8_tflm" in self.extras:
+                rep["int8"]["tflm_lfw_parity"] = self.extras["int8_tflm"]["parity"]
+        atomic_write_json(self.out / "report.json", _finite(rep))
+        atomic_write_text(self.out / "report.md", markdown_table(rep))
+        return rep
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _finite(x: Any) -> Any:
+    """NaN/inf -> None so report.json is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def markdown_table(rep: dict) -> str:
+    """The verification table (one row per model) as Markdown."""
+    lines = [f"# {rep['recipe_name']}: LFW verification", "",
+             "| model | LFW acc | AUC | TAR@FAR1e-2 | TAR@FAR1e-3 | open-set rank-1 / FAR | params | MACs | flash KB | "
+             "arena KB | host ms | " + " | ".join(f"est. {t} ms" for t in rep["targets"]) + " |",
+             "|---" * (11 + len(rep["targets"])) + "|"]
+    ver = rep["verification"]["models"]
+    def fmt(x: float | None, p: int = 1) -> str:
+        return "n/a" if x is None else f"{x:.{p}f}"
+
+    for row in rep["stages"]:
+        v = ver[row["stage"]]
+        os_ = v.get("open_set") or {}
+        rank1 = None if os_.get("rank1") is None else 100 * os_["rank1"]
+        far = None if os_.get("far") is None else 100 * os_["far"]
+        macs = "n/a" if not row["macs"] else f"{row['macs'] / 1e6:.2f} M"
+        arena = None if not row["arena_bytes"] else row["arena_bytes"] / 1024
+        est = " | ".join(fmt(row["est_latency_ms"].get(t), 1) for t in rep["targets"])
+        lines.append(
+            f"| {v['label']} | {100 * v['acc_mean']:.2f} ± {100 * v['acc_std']:.2f} | {v['auc']:.4f} | "
+            f"{v['tar_at_far_0.01']:.4f} | {v['tar_at_far_0.001']:.4f} | {fmt(rank1)}% / {fmt(far)}% | "
+            f"{row['params']:,} | {macs} | {row['flash_bytes'] / 1024:.1f} | {fmt(arena)} | "
+            f"{fmt(row['host_latency_ms'], 2)} | {est} |")
+    lines += ["", f"ROC curves: `{rep['verification']['roc_plot']}`", ""] + [f"- {n}" for n in rep["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def run(recipe: Recipe, out_dir: str | Path, **kw) -> dict:
+    """Public verb: run a verification recipe into `out_dir`; returns the report dict."""
+    return FacePipeline(recipe, out_dir, **kw).run()
+
+
+__all__ = ["FacePipeline", "STAGES", "STAGE_LABELS", "markdown_table", "run"]

@@ -1,0 +1,231 @@
+"""Train a face-embedding student: margin-softmax over training identities + embedding distillation.
+
+Loss per batch (every term is returned by name, so it can be logged):
+
+    ce   = CosFace (s * (cos - m) on the true class) or ArcFace (s * cos(theta + m)) cross-entropy,
+           on labelled chips only (unlabelled chips have label -1 and are masked out);
+    kd   = mean(1 - cos(P e, t))      e: student embedding, t: stored dlib embedding, P: learned linear map
+                                      (identity when the dims are equal and face.kd_projection is false);
+    rkd  = mean((S_s - S_t)^2)        S: in-batch cosine-similarity matrices of student and teacher
+                                      (relational KD: exactly the quantity verification thresholds);
+    loss = ce_weight * ce + kd_weight * kd + rkd_weight * rkd.
+
+Augmentation (training only, in-graph): horizontal flip, a random crop of 88-100 % of the side shifted by up to
+4 % and resized back, brightness/contrast jitter. It is mild on purpose: the teacher embedding was computed on
+the un-augmented chip, and a face flipped or shifted by a few pixels keeps the same dlib embedding (~0.05 L2).
+
+The student is `atalaia.models.students.ds_cnn` (the registry's MCU student, dropout off) cut at its linear
+`embedding` layer: a plain chain, so `atalaia.compress.prune.channel_prune` can narrow it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from atalaia.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything the trainer needs (filled from a Recipe by the pipeline, or by hand in tests)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 5e-5
+    warmup_epochs: float = 1.0
+    margin: str = "cosface"  # "cosface" | "arcface" | "none"
+    margin_m: float = 0.35
+    margin_s: float = 30.0
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    rkd_weight: float = 1.0
+    kd_projection: bool = True
+    head_init: str = "teacher"  # "teacher": class centroids of the teacher embeddings (when D == 128 and no
+    #                             projection, so student and teacher share one space), else random
+    augment: bool = True
+    seed: int = 42
+
+
+@dataclass
+class TrainLog:
+    """Per-epoch mean of each named loss, plus wall time."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    head: np.ndarray | None = None  # margin-head weights (D, K): pass back as init_head to fine-tune
+    proj: np.ndarray | None = None  # KD projection (D, 128)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "seconds": self.seconds}
+
+
+def build_student(input_size: int, *, width: float = 1.0, embedding_dim: int = 128, channels: int = 1,
+                  name: str = "ds_cnn"):
+    """Embedding model (input (S, S, C) float [0, 1] -> linear `embedding` (D,)) from the student registry."""
+    import keras
+
+    from atalaia.models import students
+
+    if name != "ds_cnn":
+        raise RecipeError(f"face students: only 'ds_cnn' is supported (got '{name}')")
+    full = students.ds_cnn(num_classes=2, input_shape=(input_size, input_size, channels), width=width,
+                           embedding_dim=embedding_dim, dropout=0.0)
+    emb = full.get_layer("embedding").output
+    return keras.Model(full.inputs[0], emb, name=f"face_ds_cnn_{input_size}_w{width:g}_d{embedding_dim}")
+
+
+def _augment(tf, x, seed_gen):
+    """x: (B, S, S, C) float [0, 1] -> augmented batch (same shape)."""
+    b = tf.shape(x)[0]
+    s = x.shape[1]
+    flip = seed_gen.uniform((b, 1, 1, 1)) < 0.5
+    x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+    side = seed_gen.uniform((b,), 0.88, 1.0)
+    cy = 0.5 + seed_gen.uniform((b,), -0.04, 0.04)
+    cx = 0.5 + seed_gen.uniform((b,), -0.04, 0.04)
+    boxes = tf.stack([cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2], axis=1)
+    x = tf.image.crop_and_resize(x, boxes, tf.range(b), (s, s))
+    c = seed_gen.uniform((b, 1, 1, 1), 0.75, 1.25)
+    br = seed_gen.uniform((b, 1, 1, 1), -0.12, 0.12)
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((x - mean) * c + mean + br, 0.0, 1.0)
+
+
+def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teacher_emb: np.ndarray,
+                    num_classes: int, spec: TrainSpec, *, epochs: int | None = None,
+                    progress: Callable[[int], None] | None = None,
+                    log: Callable[[str], None] | None = None,
+                    init_head: np.ndarray | None = None, init_proj: np.ndarray | None = None) -> TrainLog:
+    """Train `student` (an embedding model) in place. images (N, S, S, C) uint8; labels (N,) int (-1 =
+    unlabelled); teacher_emb (N, 128) float32, NaN rows = no teacher target (KD masked for that chip).
+    Returns the per-epoch loss log. BatchNorm statistics are recalibrated on un-augmented data at the end."""
+    import keras
+    import tensorflow as tf
+
+    from atalaia.compress.distill import recalibrate_batchnorm
+
+    epochs = spec.epochs if epochs is None else int(epochs)
+    if spec.margin not in ("cosface", "arcface", "none"):
+        raise RecipeError(f"face.margin must be cosface, arcface or none; got '{spec.margin}'")
+    n = len(images_uint8)
+    if n == 0:
+        raise RecipeError("no training chips")
+    labels = np.asarray(labels, np.int64)
+    t_ok = np.isfinite(teacher_emb).all(axis=1)
+    teacher = np.where(t_ok[:, None], teacher_emb, 0.0).astype(np.float32)
+    teacher /= np.maximum(np.linalg.norm(teacher, axis=1, keepdims=True), 1e-6)
+    use_ce = spec.margin != "none" and spec.ce_weight > 0 and num_classes >= 2
+    d = int(student.outputs[0].shape[-1])
+    td = teacher.shape[1]
+    keras.utils.set_random_seed(spec.seed)
+    head = tf.Variable(tf.random.normal((d, max(num_classes, 2)), stddev=0.01, seed=spec.seed), name="margin_head")
+    use_proj = spec.kd_projection or d != td
+    proj = tf.Variable(tf.random.normal((d, td), stddev=1.0 / math.sqrt(d), seed=spec.seed + 1), name="kd_proj")
+    if use_ce and spec.head_init == "teacher" and not use_proj and d == td:
+        cent = np.zeros((td, max(num_classes, 2)), np.float32)
+        ok = (labels >= 0) & t_ok
+        np.add.at(cent.T, labels[ok], teacher[ok])
+        cent /= np.maximum(np.linalg.norm(cent, axis=0, keepdims=True), 1e-6)
+        head.assign(cent)
+    if init_head is not None and tuple(init_head.shape) == tuple(head.shape):
+        head.assign(init_head)
+    if init_proj is not None and tuple(init_proj.shape) == tuple(proj.shape):
+        proj.assign(init_proj)
+    extra_vars = ([head] if use_ce else []) + ([proj] if use_proj else [])
+    steps_per_epoch = max(1, math.ceil(n / spec.batch_size))
+    total = max(1, steps_per_epoch * epochs)
+    warm = int(spec.warmup_epochs * steps_per_epoch)
+    sched = keras.optimizers.schedules.CosineDecay(
+        0.0 if warm else spec.learning_rate, decay_steps=max(1, total - warm), alpha=0.01,
+        warmup_target=spec.learning_rate if warm else None, warmup_steps=warm)
+    opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=spec.weight_decay)
+    seed_gen = tf.random.Generator.from_seed(spec.seed)
+    variables = list(student.trainable_variables) + extra_vars
+    cos_m, sin_m = math.cos(spec.margin_m), math.sin(spec.margin_m)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb, tb, tmask):
+        x = tf.cast(xb, tf.float32) / 255.0
+        if spec.augment:
+            x = _augment(tf, x, seed_gen)
+        with tf.GradientTape() as tape:
+            e = student(x, training=True)
+            en = tf.math.l2_normalize(e, axis=1)
+            losses = {}
+            total_loss = 0.0
+            if use_ce:
+                wn = tf.math.l2_normalize(head, axis=0)
+                cos = tf.clip_by_value(tf.matmul(en, wn), -1.0 + 1e-6, 1.0 - 1e-6)
+                lab = yb >= 0
+                yl = tf.where(lab, yb, tf.zeros_like(yb))
+                onehot = tf.one_hot(yl, tf.shape(wn)[1])
+                if spec.margin == "cosface":
+                    target = cos - spec.margin_m
+                else:
+                    sin = tf.sqrt(1.0 - cos * cos)
+                    target = tf.where(cos > -cos_m, cos * cos_m - sin * sin_m, cos - spec.margin_m * sin_m)
+                logits = spec.margin_s * tf.where(onehot > 0, target, cos)
+                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yl, logits=logits)
+                labf = tf.cast(lab, tf.float32)
+                ce = tf.reduce_sum(ce * labf) / tf.maximum(tf.reduce_sum(labf), 1.0)
+                losses["ce"] = ce
+                total_loss += spec.ce_weight * ce
+            if spec.kd_weight > 0 or spec.rkd_weight > 0:
+                p = tf.matmul(e, proj) if use_proj else e
+                pn = tf.math.l2_normalize(p, axis=1)
+                m = tf.cast(tmask, tf.float32)
+                kd = tf.reduce_sum((1.0 - tf.reduce_sum(pn * tb, axis=1)) * m) / tf.maximum(tf.reduce_sum(m), 1.0)
+                losses["kd"] = kd
+                total_loss += spec.kd_weight * kd
+                if spec.rkd_weight > 0:
+                    ss = tf.matmul(en, en, transpose_b=True)
+                    st = tf.matmul(tb, tb, transpose_b=True)
+                    mm = m[:, None] * m[None, :]
+                    rkd = tf.reduce_sum(tf.square(ss - st) * mm) / tf.maximum(tf.reduce_sum(mm), 1.0)
+                    losses["rkd"] = rkd
+                    total_loss += spec.rkd_weight * rkd
+            losses["loss"] = total_loss
+        grads = tape.gradient(total_loss, variables)
+        opt.apply_gradients(zip(grads, variables, strict=True))
+        return losses
+
+    rng = np.random.default_rng(spec.seed)
+    tlog = TrainLog()
+    t0 = time.perf_counter()
+    for ep in range(epochs):
+        order = rng.permutation(n)
+        sums: dict[str, float] = {}
+        nb = 0
+        for s in range(0, n - spec.batch_size + 1 if n >= spec.batch_size else 1, spec.batch_size):
+            idx = order[s : s + spec.batch_size]
+            out = step(images_uint8[idx], labels[idx], teacher[idx], t_ok[idx])
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            nb += 1
+        row = {k: v / max(nb, 1) for k, v in sums.items()}
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        tlog.epochs.append(row)
+        if log:
+            log(f"epoch {ep + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in row.items()))
+        if progress:
+            progress(ep + 1)
+    recalibrate_batchnorm(student, images_uint8[rng.permutation(n)[:1024]].astype(np.float32) / 255.0)
+    tlog.seconds = time.perf_counter() - t0
+    tlog.head, tlog.proj = head.numpy(), proj.numpy()
+    return tlog
+
+
+def embed(model, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Float Keras embedding model on uint8 images (N, S, S, C) -> (N, D) float32."""
+    x = np.asarray(images_uint8, np.float32) / 255.0
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
+
+
+__all__ = ["TrainLog", "TrainSpec", "build_student", "embed", "train_embedding"]

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atalaia.errors import DataError
+from atalaia.face.data import grey_resize, load_chip_sets, load_images, read_grey
+
+
+def test_chip_set_loads_grey_resized_with_labels_and_teacher(face_data, tmp_path):
+    cs = load_chip_sets([face_data["chipset"]], 32, cache_dir=tmp_path)
+    assert cs.images.shape == (25, 32, 32, 1) and cs.images.dtype == np.uint8
+    assert cs.num_classes == 4
+    assert (cs.labels == -1).sum() == 1  # the unlabelled chip is kept (feeds KD) with label -1
+    assert sorted(set(cs.labels[cs.labels >= 0].tolist())) == [0, 1, 2, 3]
+    assert cs.has_teacher.all()
+    np.testing.assert_allclose(np.linalg.norm(cs.teacher, axis=1), 1.0, atol=1e-5)
+    # second load comes from the cache and is identical
+    cs2 = load_chip_sets([face_data["chipset"]], 32, cache_dir=tmp_path)
+    assert list(tmp_path.glob("chips_*.npz")) and np.array_equal(cs.images, cs2.images)
+    assert cs.fingerprint() == cs2.fingerprint()
+
+
+def test_two_sets_keep_identities_apart_and_rare_ids_become_unlabelled(face_data):
+    cs = load_chip_sets([face_data["chipset"], face_data["chipset"]], 24, min_images_per_identity=7)
+    assert cs.num_classes == 0 and (cs.labels == -1).all()  # 6 chips per id < 7: all KD-only
+    cs = load_chip_sets([face_data["chipset"], face_data["chipset"]], 24)
+    assert cs.num_classes == 8  # same raw ids in two sets are different people
+
+
+def test_unreadable_chip_is_listed_not_fatal(face_data, tmp_path):
+    import shutil
+
+    cs_dir = tmp_path / "cs"
+    shutil.copytree(face_data["chipset"], cs_dir)
+    (cs_dir / "chips112" / "00000" / "0.jpg").write_bytes(b"garbage")
+    (cs_dir / "chips112" / "00001" / "0.jpg").unlink()
+    cs = load_chip_sets([cs_dir], 24)
+    assert len(cs) == 23 and len(cs.skipped) == 2
+    assert any("not found" in why for _, why in cs.skipped)
+
+
+def test_errors_name_the_problem(tmp_path, face_data):
+    with pytest.raises(DataError, match="not found"):
+        load_chip_sets([tmp_path / "nope"], 32)
+    with pytest.raises(DataError, match="labels.csv"):
+        load_chip_sets([tmp_path], 32)
+    with pytest.raises(DataError, match="empty"):
+        load_chip_sets([], 32)
+    with pytest.raises(DataError, match="cannot read"):
+        read_grey(face_data["lfw"] / "Cid_C" / "Cid_C_0003.jpg", 32)
+
+
+def test_rgb_rgba_and_grey_inputs_give_the_same_grey(tmp_path):
+    from PIL import Image
+
+    rgb = np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "b.png")
+    Image.fromarray(rgb).convert("L").save(tmp_path / "c.png")
+    imgs, bad = load_images([tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png", tmp_path / "x.png"], 48)
+    assert imgs.shape == (4, 48, 48, 1) and len(bad) == 1 and bad[0][0].endswith("x.png")
+    assert np.array_equal(imgs[0], imgs[1]) and np.abs(imgs[0].astype(int) - imgs[2]).max() <= 1
+    assert np.array_equal(grey_resize(rgb[None], 48)[0], imgs[0])

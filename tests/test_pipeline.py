@@ -1,0 +1,68 @@
+"""End-to-end: the whole pipeline on a tiny generated dataset (4 identities, 16x16, 1-2 epochs), then resume."""
+
+import json
+
+import pytest
+
+from atalaia.config import load_recipe
+from atalaia.pipeline import STAGES, Pipeline
+
+
+@pytest.fixture
+def tiny_recipe(tiny_faces):
+    return load_recipe(None, {
+        "data.root": str(tiny_faces), "data.image_size": [16, 16], "train.epochs": 2,
+        "prune.magnitude.epochs": 1, "prune.channel.epochs": 1, "teacher.width": 0.25, "student.width": 0.25,
+        "evaluate.latency_runs": 5, "quantize.representative_samples": 8,
+    })
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_and_resume(tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    rep = Pipeline(tiny_recipe, out, log=lambda m: None).run()
+    stages = [s["stage"] for s in rep["stages"]]
+    assert stages == list(STAGES)
+    by = {s["stage"]: s for s in rep["stages"]}
+    # channel pruning really shrinks; magnitude pruning does not change flash (no sparse kernels in TFLM)
+    assert by["pruned_channel"]["params"] < by["distilled"]["params"]
+    assert by["pruned_channel"]["macs"] < by["distilled"]["macs"]
+    assert by["pruned_magnitude"]["flash_bytes"] == by["distilled"]["flash_bytes"]
+    assert by["pruned_magnitude"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+    # int8 row: measured in TFLM, int8 flash is the .tflite file as written
+    assert by["int8"]["dtype"] == "int8" and by["int8"]["arena_bytes"] > 0
+    assert by["int8"]["flash_bytes"] == (out / "int8" / "model.tflite").stat().st_size
+    assert rep["int8"]["tflm"]["parity_max_abs_diff_steps"] <= 1
+    for s in rep["stages"]:
+        assert set(s["est_latency_ms"]) == {"esp32", "esp32s3"} and s["host_latency_ms"] > 0
+    assert rep["kd"]["gain_accuracy"] == pytest.approx(by["distilled"]["accuracy"] - by["baseline"]["accuracy"])
+    for f in ("report.json", "report.md", "report.html", "recipe.yaml"):
+        assert (out / f).is_file()
+    assert json.loads((out / "report.json").read_text())["stages"] == rep["stages"]
+    for stage in STAGES:
+        assert (out / stage / "DONE.json").is_file()
+
+    # resume: nothing re-runs; the same numbers come back
+    logs = []
+    rep2 = Pipeline(tiny_recipe, out, log=logs.append).run()
+    assert sum("skipped" in m for m in logs) == len(STAGES)
+    assert rep2["stages"] == rep["stages"]
+
+
+@pytest.mark.slow
+def test_changed_recipe_reruns_only_downstream(tiny_recipe, tmp_path):
+    from dataclasses import replace
+
+    out = tmp_path / "run"
+    Pipeline(tiny_recipe, out, log=lambda m: None).run()
+    # a killed int8 stage: marker missing -> only int8 re-runs
+    (out / "int8" / "DONE.json").unlink()
+    logs = []
+    Pipeline(tiny_recipe, out, log=logs.append).run()
+    assert [m for m in logs if "running" in m] == ["[int8] running"]
+    # a new KD temperature re-runs distillation and everything after it, not the teacher or baseline
+    r2 = replace(tiny_recipe, distill=replace(tiny_recipe.distill, temperature=3.0))
+    logs = []
+    Pipeline(r2, out, log=logs.append).run()
+    ran = [m.split("]")[0][1:] for m in logs if "running" in m]
+    assert ran == ["distilled", "pruned_magnitude", "pruned_channel", "int8"]
