@@ -48,7 +48,7 @@ def test_identity_with_too_few_images_and_unreadable_image(tiny_faces, tmp_path)
 
 def test_report_and_export_need_a_run(tmp_path):
     _assert_user_error(_atalaia("report", str(tmp_path), cwd=tmp_path), "no report.json")
-    _assert_user_error(_atalaia("export", str(tmp_path), cwd=tmp_path), "no int8 model")
+    _assert_user_error(_atalaia("export", str(tmp_path), cwd=tmp_path), "no finished int8 stage")
 
 
 @pytest.mark.slow

@@ -42,6 +42,19 @@ def test_pipeline_end_to_end_and_resume(tiny_recipe, tmp_path):
     for stage in STAGES:
         assert (out / stage / "DONE.json").is_file()
 
+    # export: C array + ESP-IDF project whose resolver registers exactly the model's ops
+    import subprocess
+    import sys
+
+    from atalaia.deploy.tflite import op_names
+
+    p = subprocess.run([sys.executable, "-m", "atalaia.cli", "export", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    main_cc = (out / "export" / "esp-idf-esp32s3" / "main" / "main.cc").read_text()
+    ops = set(op_names((out / "int8" / "model.tflite").read_bytes()))
+    assert f"MicroMutableOpResolver<{len(ops)}>" in main_cc and "AddDepthwiseConv2D" in main_cc
+    assert (out / "export" / "model_data.cc").is_file()
+
     # resume: nothing re-runs; the same numbers come back
     logs = []
     rep2 = Pipeline(tiny_recipe, out, log=logs.append).run()

@@ -17,6 +17,8 @@ from atalaia.errors import AtalaiaError  # noqa: E402
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shrink face-recognition CNNs for microcontrollers, and measure what it cost.")
 console = Console(stderr=False)
+if not console.is_terminal:  # logs and CI: do not squeeze the stage table into 80 columns
+    console = Console(stderr=False, width=180)
 err_console = Console(stderr=True)
 
 
@@ -123,17 +125,33 @@ def targets() -> None:
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN/export).")] = None,
+    target: Annotated[str, typer.Option(help="ESP-IDF target of the firmware project.")] = "esp32s3",
     name: Annotated[str, typer.Option(help="C symbol name of the model array.")] = "g_model",
 ) -> None:
-    """Write the int8 model as a C array (model_data.h / model_data.cc)."""
-    from atalaia.deploy.carray import write_c_array
+    """Write the int8 model as a C array and an ESP-IDF firmware project with an on-device self-test."""
+    import json
 
-    blob_path = run_dir / "int8" / "model.tflite"
-    if not blob_path.is_file():
-        raise AtalaiaError(f"no int8 model in '{run_dir}' (expected {blob_path}); run `atalaia run` first")
+    import numpy as np
+
+    from atalaia.deploy.carray import write_c_array
+    from atalaia.deploy.firmware import write_esp_idf_project
+    from atalaia.deploy.targets import get_target
+    from atalaia.deploy.tflite import op_names
+
+    get_target(target)
+    stage = run_dir / "int8"
+    blob_path = stage / "model.tflite"
+    if not (stage / "DONE.json").is_file() or not blob_path.is_file():
+        raise AtalaiaError(f"no finished int8 stage in '{run_dir}' (expected {stage}); run `atalaia run` first")
+    blob = blob_path.read_bytes()
     out_dir = out or run_dir / "export"
-    paths = write_c_array(blob_path.read_bytes(), out_dir, name)
-    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    paths = list(write_c_array(blob, out_dir, name))
+    metrics = json.loads((stage / "metrics.json").read_text())
+    test = np.load(stage / "self_test.npz")
+    paths += write_esp_idf_project(
+        blob, out_dir / f"esp-idf-{target}", ops=op_names(blob), arena_bytes=metrics["result"]["arena_bytes"],
+        sample_input_q=test["input_q"], expected_output_q=test["output_q"], target=target)
+    console.print(f"wrote {len(paths)} files under {out_dir} (C array + ESP-IDF project for {target})")
 
 
 @app.command()

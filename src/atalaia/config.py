@@ -136,7 +136,9 @@ class FaceConfig:
     ce_weight: float = 1.0
     kd_weight: float = 1.0  # cosine embedding KD through a learned projection
     rkd_weight: float = 1.0  # relational KD: in-batch cosine-similarity matrices
-    kd_projection: bool = True
+    kd_projection: bool = False  # force the learned projection even when embedding_dim == 128 (always on otherwise)
+    head_init: str = "teacher"  # margin head init: teacher class centroids (shared 128-d space) | random
+    student_head: str = "gdc"  # gdc (global depthwise conv, MobileFaceNet-style) | gap (global average pooling)
     augment: bool = True
     warmup_epochs: float = 1.0
     finetune_lr_scale: float = 0.3  # channel-pruning fine-tune learning rate = train.learning_rate * this
@@ -299,6 +301,8 @@ def validate(r: Recipe) -> None:
         (r.face.margin in ("cosface", "arcface", "none"), "face.margin must be cosface, arcface or none"),
         (r.face.margin_s > 0 and 0.0 <= r.face.margin_m < 1.0, "face.margin_s must be > 0, face.margin_m in [0, 1)"),
         (min(r.face.ce_weight, r.face.kd_weight, r.face.rkd_weight) >= 0, "face loss weights must be >= 0"),
+        (r.face.head_init in ("teacher", "random"), "face.head_init must be teacher or random"),
+        (r.face.student_head in ("gdc", "gap"), "face.student_head must be gdc or gap"),
         (r.face.teacher_embeddings in ("stored", "recompute"), "face.teacher_embeddings must be stored or recompute"),
         (r.face.enrol_per_identity >= 1 and r.face.open_set_min_images > r.face.enrol_per_identity,
          "face.open_set_min_images must be > face.enrol_per_identity >= 1"),

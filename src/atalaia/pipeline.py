@@ -18,6 +18,7 @@ that was running.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ from atalaia import __version__
 from atalaia.config import Recipe, dump_recipe
 from atalaia.data.dataset import Split, load_identity_folder, split_dataset, to_float
 from atalaia.evaluate.result import StageResult
-from atalaia.ioutil import atomic_write_json, atomic_write_text
+from atalaia.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 STAGES = ("teacher", "baseline", "distilled", "pruned_magnitude", "pruned_channel", "int8")
 
@@ -162,7 +163,7 @@ class Pipeline:
         from atalaia.evaluate import profile
 
         blob = convert_float(model)
-        (d / "model.tflite").write_bytes(blob)
+        atomic_write_bytes(d / "model.tflite", blob)
         _save_keras(model, d / "model.keras")
         self._models[stage] = model
         logits = np.asarray(model.predict(to_float(ctx.split.test.images), batch_size=256, verbose=0))
@@ -275,6 +276,9 @@ class Pipeline:
                                      learning_rate=r.train.learning_rate * 0.3, seed=r.seed + 3,
                                      callbacks=[prune.PruningCallback(pruner)], restore_best=False,
                                      progress=self.make_progress("pruned_magnitude: epochs", mp.epochs))
+                # a very short fine-tune may end before the schedule's last step: impose the target sparsity
+                pruner.update(schedule.end_step)
+                pruner.apply()
                 pruner.strip()
                 sp = prune.sparsity_report(m)
                 res = self._evaluate_float("pruned_magnitude", m, d, ctx, sparsity=float(sp["overall"]),
@@ -302,20 +306,18 @@ class Pipeline:
             final_float = "pruned_channel"
 
         # int8 PTQ of the final float model + TFLM verification
-        q = r.quantize
         k_q = _key("int8", self.keys[final_float], r.to_dict()["quantize"], r.to_dict()["evaluate"])
 
         def int8(d: Path):
             return self._quantize_stage(final_float, d, ctx)
 
         self._run_stage("int8", k_q, int8)
-        del q
         return self._write_report(ctx, final_float)
 
     def _quantize_stage(self, source: str, d: Path, ctx: _Ctx) -> tuple[StageResult, dict]:
+        from atalaia.deploy.targets import fits
         from atalaia.deploy.tflite import TFLiteRunner, convert_int8
         from atalaia.deploy.tflm import check_tflm
-        from atalaia.deploy.targets import fits
 
         r = self.recipe
         model = self.model(source)
@@ -323,8 +325,6 @@ class Pipeline:
         train_x = to_float(ctx.split.train.images)
         rep = train_x[rng.permutation(len(train_x))[: r.quantize.representative_samples]]
         blob = convert_int8(model, rep, per_channel=r.quantize.per_channel)
-        from atalaia.ioutil import atomic_write_bytes
-
         atomic_write_bytes(d / "model.tflite", blob)
         runner = TFLiteRunner(blob)
         x_test = to_float(ctx.split.test.images)
@@ -332,6 +332,10 @@ class Pipeline:
         float_logits = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
         sample_q = runner.quantize_input(x_test[: min(32, len(x_test))])
         report = check_tflm(blob, sample_q)
+        # one input + its host int8 output, for the firmware's on-device self-test (`atalaia export`)
+        buf = io.BytesIO()
+        np.savez(buf, input_q=sample_q[:1], output_q=runner.predict_raw(sample_q[:1]))
+        atomic_write_bytes(d / "self_test.npz", buf.getvalue())
         res = self._result("int8", model.name, "int8", blob, logits_q, ctx,
                            params=self.results[source].params, arena_bytes=int(report.arena_bytes),
                            kd=self.results[source].kd)

@@ -58,6 +58,8 @@ def fake_train(calls: list | None = None):
 def fast(monkeypatch):
     """No teacher training: the fake trainer does not need one."""
     monkeypatch.setattr(T, "_teacher", lambda recipe, data, out, log: (None, {"source": "none (test)"}))
+    monkeypatch.setattr("atalaia.models.create_model", lambda *a, **kw: None)  # the fake trainer needs none
+    monkeypatch.setattr("keras.backend.clear_session", lambda *a, **kw: None)  # (its gc.collect costs ~1 s)
 
 
 def _run(recipe, tmp_path, **kw):

@@ -21,7 +21,7 @@ def test_split_is_stratified_disjoint_and_seeded():
     assert len(set(tr) | set(va) | set(te)) == 50 and not (set(tr) & set(te)) and not (set(va) & set(te))
     for part, n in ((tr, 6), (va, 2), (te, 2)):
         assert np.bincount(labels[part]).tolist() == [n] * 5
-    assert all((a == b).all() for a, b in zip(stratified_split(labels, (0.6, 0.2, 0.2), 1), (tr, va, te)))
+    assert all((a == b).all() for a, b in zip(stratified_split(labels, (0.6, 0.2, 0.2), 1), (tr, va, te), strict=False))
     assert not (stratified_split(labels, (0.6, 0.2, 0.2), 2)[2] == te).all()
 
 

@@ -43,8 +43,9 @@ def test_unreadable_chip_is_listed_not_fatal(face_data, tmp_path):
 def test_errors_name_the_problem(tmp_path, face_data):
     with pytest.raises(DataError, match="not found"):
         load_chip_sets([tmp_path / "nope"], 32)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="labels.csv"):
-        load_chip_sets([tmp_path], 32)
+        load_chip_sets([tmp_path / "empty"], 32)
     with pytest.raises(DataError, match="empty"):
         load_chip_sets([], 32)
     with pytest.raises(DataError, match="cannot read"):
@@ -62,3 +63,11 @@ def test_rgb_rgba_and_grey_inputs_give_the_same_grey(tmp_path):
     assert imgs.shape == (4, 48, 48, 1) and len(bad) == 1 and bad[0][0].endswith("x.png")
     assert np.array_equal(imgs[0], imgs[1]) and np.abs(imgs[0].astype(int) - imgs[2]).max() <= 1
     assert np.array_equal(grey_resize(rgb[None], 48)[0], imgs[0])
+
+
+def test_aligned_identity_folders_without_labels_csv(face_data, tmp_path):
+    import shutil
+
+    shutil.copytree(face_data["chipset"] / "chips112", tmp_path / "aligned")
+    cs = load_chip_sets([tmp_path / "aligned"], 24)
+    assert len(cs) == 24 and cs.num_classes == 4 and not cs.has_teacher.any()

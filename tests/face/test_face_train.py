@@ -13,19 +13,26 @@ def chips(face_data):
     return load_chip_sets([face_data["chipset"]], 32)
 
 
-def test_student_is_a_prunable_embedding_chain():
+@pytest.mark.parametrize("head", ["gap", "gdc"])
+def test_student_is_a_prunable_embedding_chain(head):
     from atalaia.compress.prune import channel_prune
 
-    m = build_student(32, width=0.25, embedding_dim=16)
+    m = build_student(32, width=0.25, embedding_dim=16, head=head)
     assert m.output_shape == (None, 16) and m.layers[-1].name == "embedding"
+    assert ("gdc_dw" in [layer.name for layer in m.layers]) == (head == "gdc")
     pruned, summary = channel_prune(m, 0.5)
     assert pruned.output_shape == (None, 16) and summary["params_after"] < summary["params_before"]
+    x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+    assert np.isfinite(np.asarray(pruned(x))).all()
+    with pytest.raises(RecipeError, match="head"):
+        build_student(32, head="flatten")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("margin,proj", [("cosface", True), ("arcface", False)])
 def test_training_step_reduces_loss_and_returns_named_losses(chips, margin, proj):
     m = build_student(32, width=0.25, embedding_dim=128 if not proj else 16)
-    spec = TrainSpec(epochs=6, batch_size=8, learning_rate=5e-3, margin=margin, margin_s=8.0, margin_m=0.2,
+    spec = TrainSpec(epochs=4, batch_size=8, learning_rate=5e-3, margin=margin, margin_s=8.0, margin_m=0.2,
                      kd_weight=5.0, rkd_weight=1.0, kd_projection=proj, warmup_epochs=0.0, seed=1)
     log = train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes, spec)
     first, last = log.epochs[0], log.epochs[-1]
@@ -36,6 +43,7 @@ def test_training_step_reduces_loss_and_returns_named_losses(chips, margin, proj
     assert e.shape == (len(chips), m.output_shape[-1]) and np.isfinite(e).all()
 
 
+@pytest.mark.slow
 def test_chips_without_teacher_and_bad_margin(chips):
     m = build_student(32, width=0.25, embedding_dim=16)
     teacher = chips.teacher.copy()

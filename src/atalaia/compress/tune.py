@@ -17,7 +17,7 @@ a resumable, optionally multi-objective and distributed stage:
 * **Storage**: by default `sqlite:///<out>/tune/study.db`, so a killed search resumes with the same command;
   `postgresql+psycopg2://...` lets many workers on many machines join one study. RDB storages run with a
   heartbeat: a trial whose worker died (SIGKILL, lost machine) is marked FAIL after `grace_period` seconds
-  and re-queued once with the same parameters (`RetryFailedTrialCallback`).
+  and re-queued once with the same parameters (`RetryHeartbeatStaleTrialCallback`).
 * **Budget**: `trials` is the study's TOTAL number of finished (COMPLETE or PRUNED) trials, not "N more".
   Running the same command again after a kill finishes the remaining ones; N workers given `--trials 40`
   finish 40 trials between them. A worker that loses the race for the last slot records its trial as FAIL
@@ -211,30 +211,49 @@ def _resolve_storage(storage: str | Path | None, out_dir: str | Path | None) -> 
                     f"run `atalaia tune` first or pass a storage URL")
 
 
+def _retry_callback():
+    """Re-queue a trial whose worker died, once, with the same parameters (optuna's stale-trial retry)."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+
 def _open_storage(url: str, *, heartbeat: bool = True, grace_period: int = 120):
     """An optuna RDBStorage with heartbeat + one retry of trials whose worker died; one-line errors."""
     import optuna
     import sqlalchemy.exc
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage
 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     kw: dict[str, Any] = {}
     if heartbeat:
         kw = {"heartbeat_interval": max(1, grace_period // 4), "grace_period": grace_period,
-              "heartbeat_stale_trial_callback": RetryFailedTrialCallback(max_retry=1)}
+              "heartbeat_stale_trial_callback": _retry_callback()}
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        with warnings.catch_warnings():  # heartbeat is "experimental" in optuna since 2.9; we rely on it
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kw)
+        for attempt in range(6):
+            try:
+                with warnings.catch_warnings():  # heartbeat is "experimental" in optuna since 2.9; we rely on it
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(url, engine_kwargs=engine_kwargs, **kw)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # workers starting together on an empty database race to create optuna's schema: the loser
+                # sees "duplicate key"/"already exists"; once the winner has committed, opening just works
+                if attempt == 5:
+                    raise
+                time.sleep(0.5 + attempt)
+        raise AssertionError("unreachable")
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ModuleNotFoundError,
             sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TuneError(f"cannot open study storage {_redact(url)}: {first[:200]}") from None
-    except optuna.exceptions.StorageInternalError as e:
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.DatabaseError) as e:
         raise TuneError(f"cannot open study storage {_redact(url)}: {str(e).splitlines()[0][:200]}") from None
 
 
@@ -338,7 +357,9 @@ def _importances(study: Any, complete: list) -> tuple[dict[str, float] | None, s
                       f"(have {len(complete)} trials, {len(names)} parameters)")
     try:
         ev = optuna.importance.PedAnovaImportanceEvaluator()
-        imp = optuna.importance.get_param_importances(study, evaluator=ev, target=lambda t: t.values[0])
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
+        imp = optuna.importance.get_param_importances(study, evaluator=ev, target=lambda t: -t.values[0])
+        # (PED-ANOVA ranks parameters by how they reach LOW target values: negate the accuracy)
         return {k: float(v) for k, v in imp.items()}, "PED-ANOVA on the validation accuracy"
     except Exception as e:  # importance is a nice-to-have: never fail a finished search on it
         return None, f"parameter importances unavailable: {type(e).__name__}: {str(e)[:120]}"
@@ -556,7 +577,6 @@ def _fail_dead_local_trials(study: Any) -> list[int]:
     same machine (the usual "killed SQLite search resumes") needs not wait.
     """
     import optuna
-    from optuna.storages import RetryFailedTrialCallback
 
     host = _worker_label().rsplit(":", 1)[0]
     failed = []
@@ -577,7 +597,7 @@ def _fail_dead_local_trials(study: Any) -> list[int]:
         try:
             if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
                 failed.append(t.number)
-                RetryFailedTrialCallback(max_retry=1)(study, study._storage.get_trial(t._trial_id))
+                _retry_callback()(study, study._storage.get_trial(t._trial_id))
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
     return failed
@@ -838,7 +858,7 @@ def tune(
         t_trials = time.perf_counter()
         while _finished(study) < trials:
             surplus: list[bool] = []
-            study.optimize(objective, n_trials=1, catch=(_Surplus,), gc_after_trial=True,
+            study.optimize(objective, n_trials=1, catch=(_Surplus,),
                            callbacks=[lambda _s, t: surplus.append(bool(t.user_attrs.get("surplus")))])
             if any(surplus):
                 break  # another worker claimed the last slot

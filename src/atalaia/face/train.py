@@ -46,7 +46,7 @@ class TrainSpec:
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     rkd_weight: float = 1.0
-    kd_projection: bool = True
+    kd_projection: bool = False  # the learned projection is always used when D != 128
     head_init: str = "teacher"  # "teacher": class centroids of the teacher embeddings (when D == 128 and no
     #                             projection, so student and teacher share one space), else random
     augment: bool = True
@@ -67,18 +67,36 @@ class TrainLog:
 
 
 def build_student(input_size: int, *, width: float = 1.0, embedding_dim: int = 128, channels: int = 1,
-                  name: str = "ds_cnn"):
-    """Embedding model (input (S, S, C) float [0, 1] -> linear `embedding` (D,)) from the student registry."""
+                  name: str = "ds_cnn", head: str = "gdc"):
+    """Embedding model (input (S, S, C) float [0, 1] -> linear `embedding` (D,)).
+
+    The body is the registry's MCU student `atalaia.models.students.ds_cnn` (dropout off), cut before its
+    global average pooling. `head="gap"` keeps that pooling; `head="gdc"` replaces it by a global depthwise
+    convolution (one k x k filter per channel over the whole final map, as MobileFaceNet does): faces are
+    aligned, so where a feature fires matters, and GAP throws that away. GDC costs k*k*C weights and MACs.
+    Both stay plain chains, so `atalaia.compress.prune.channel_prune` can narrow them.
+    """
     import keras
+    from keras import layers
 
     from atalaia.models import students
 
     if name != "ds_cnn":
         raise RecipeError(f"face students: only 'ds_cnn' is supported (got '{name}')")
+    if head not in ("gap", "gdc"):
+        raise RecipeError(f"face student head must be 'gap' or 'gdc', got '{head}'")
     full = students.ds_cnn(num_classes=2, input_shape=(input_size, input_size, channels), width=width,
                            embedding_dim=embedding_dim, dropout=0.0)
-    emb = full.get_layer("embedding").output
-    return keras.Model(full.inputs[0], emb, name=f"face_ds_cnn_{input_size}_w{width:g}_d{embedding_dim}")
+    if head == "gap":
+        x = full.get_layer("embedding").output
+    else:
+        x = full.get_layer("gap").input
+        k = int(x.shape[1])
+        x = layers.DepthwiseConv2D(k, padding="valid", use_bias=False, name="gdc_dw")(x)
+        x = layers.BatchNormalization(momentum=students.BN_MOMENTUM, name="gdc_bn")(x)
+        x = layers.Flatten(name="gdc_flat")(x)
+        x = layers.Dense(embedding_dim, name="embedding")(x)
+    return keras.Model(full.inputs[0], x, name=f"face_ds_cnn_{head}_{input_size}_w{width:g}_d{embedding_dim}")
 
 
 def _augment(tf, x, seed_gen):

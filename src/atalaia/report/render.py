@@ -296,7 +296,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             verdict = "PASSED" if passed else ("FAILED" if passed is not None else "not recorded")
             parts = []
             if tflm.get("ops"):
-                parts.append("ops " + ", ".join(str(o) for o in tflm["ops"]))
+                counts: dict[str, int] = {}
+                for o in tflm["ops"]:
+                    counts[str(o)] = counts.get(str(o), 0) + 1
+                parts.append(f"{len(tflm['ops'])} ops (" + ", ".join(f"{n} x{c}" for n, c in counts.items()) + ")")
             if tflm.get("arena_bytes") is not None:
                 arena = f"arena {fmt(tflm.get('arena_bytes'), 'kb')} KB measured"
                 if tflm.get("arena_min_bytes") is not None:

@@ -1,0 +1,70 @@
+"""End to end: FacePipeline on the tiny generated chip set and LFW-style folder (all five stages, resume)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from atalaia.config import load_recipe
+from atalaia.errors import RecipeError
+from atalaia.face.pipeline import STAGES, FacePipeline
+
+
+def _recipe(face_data, tmp_path, **over):
+    over = {"task": "verification", "data.image_size": [32, 32], "data.channels": 1, "train.epochs": 2,
+            "train.batch_size": 8, "student.width": 0.25, "prune.channel.ratio": 0.5, "prune.channel.epochs": 1,
+            "quantize.representative_samples": 8, "evaluate.latency_runs": 2,
+            "face.train_sets": [str(face_data["chipset"])], "face.lfw_root": str(face_data["lfw"]),
+            "face.embedding_dim": 16, "face.enrol_per_identity": 1, "face.open_set_min_images": 3,
+            "face.cache_dir": str(tmp_path / "cache"), **over}
+    return load_recipe(None, over)
+
+
+def test_recipe_validation_for_verification(face_data, tmp_path):
+    with pytest.raises(RecipeError, match="channels 1"):
+        _recipe(face_data, tmp_path, **{"data.channels": 3})
+    with pytest.raises(RecipeError, match="margin"):
+        _recipe(face_data, tmp_path, **{"face.margin": "sphereface"})
+    with pytest.raises(RecipeError, match="train_sets"):
+        _recipe(face_data, tmp_path, **{"face.train_sets": []})
+    with pytest.raises(RecipeError, match="did you mean 'kd_weight'"):
+        _recipe(face_data, tmp_path, **{"face.kd_weigth": 1.0})
+    with pytest.raises(RecipeError, match="task: verification"):
+        FacePipeline(load_recipe(None), tmp_path)
+
+
+def test_bundled_lfw_recipe_loads():
+    from atalaia.config import PACKAGE_DIR
+
+    r = load_recipe(PACKAGE_DIR / "recipes" / "lfw.yaml")
+    assert r.task == "verification" and r.data.channels == 1 and len(r.face.train_sets) == 2
+
+
+@pytest.mark.slow
+def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
+    r = _recipe(face_data, tmp_path)
+    logs: list[str] = []
+    rep = FacePipeline(r, tmp_path / "run", log=logs.append).run()
+    assert [s["stage"] for s in rep["stages"]] == list(STAGES)
+    ver = rep["verification"]
+    assert set(ver["models"]) == set(STAGES) and (tmp_path / "run" / ver["roc_plot"]).is_file()
+    assert ver["pairs_missing"] == 1 and ver["pairs_used"] == 7  # the corrupt image's pair, counted
+    for s in rep["stages"]:
+        assert 0.0 <= s["accuracy"] <= 1.0 and s["macro_f1"] is None or math.isnan(s["macro_f1"])
+        assert {"auc", "tar_at_far_0.01", "tar_at_far_0.001", "acc_std", "open_set"} <= set(s["extra"])
+    by = {s["stage"]: s for s in rep["stages"]}
+    assert by["int8_tflm"]["arena_bytes"] > 0 and by["int8_litert"]["flash_bytes"] < by["student"]["flash_bytes"]
+    assert by["pruned_channel"]["params"] < by["student"]["params"]
+    assert by["teacher"]["flash_bytes"] > 20_000_000  # dlib's ResNet weight file (dlib-bin is a dependency)
+    assert by["teacher"]["accuracy"] == ver["models"]["teacher"]["acc_mean"]
+    assert rep["int8"]["tflm_lfw_parity"]["max_abs_diff_steps"] == 0
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["verification"]["models"]["int8_tflm"]["acc_mean"] == ver["models"]["int8_tflm"]["acc_mean"]
+    assert (tmp_path / "run" / "report.md").read_text().count("|") > 20
+    # resume: everything is skipped, same numbers
+    logs.clear()
+    rep2 = FacePipeline(r, tmp_path / "run", log=logs.append).run()
+    assert sum("already done" in m for m in logs) == len(STAGES)
+    assert rep2["verification"]["models"]["student"]["acc_mean"] == ver["models"]["student"]["acc_mean"]
