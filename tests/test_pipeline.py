@@ -79,3 +79,38 @@ def test_changed_recipe_reruns_only_downstream(tiny_recipe, tmp_path):
     Pipeline(r2, out, log=logs.append).run()
     ran = [m.split("]")[0][1:] for m in logs if "running" in m]
     assert ran == ["distilled", "pruned_magnitude", "pruned_channel", "int8"]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_loses_only_the_running_stage(tiny_faces, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"data: {{root: {tiny_faces}, image_size: [16, 16]}}\n"
+        "train: {epochs: 2}\nteacher: {width: 0.25}\nstudent: {width: 0.25}\n"
+        "prune: {magnitude: {epochs: 1}, channel: {epochs: 1}}\n"
+        "evaluate: {latency_runs: 5}\nquantize: {representative_samples: 8}\n")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "atalaia.cli", "run", str(recipe), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (out / "baseline" / "DONE.json").exists():
+        assert proc.poll() is None, "run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name for p in out.glob("*/DONE.json")}
+    assert {"teacher", "baseline"} <= finished and "int8" not in finished
+    logs = []
+    from atalaia.config import load_recipe
+
+    rep = Pipeline(load_recipe(recipe), out, log=logs.append).run()
+    skipped = {m.split("]")[0][1:] for m in logs if "skipped" in m}
+    assert finished <= skipped
+    assert [s["stage"] for s in rep["stages"]] == list(STAGES)
