@@ -76,9 +76,17 @@ def main(argv: list[str]) -> int:
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     runs: list[dict] = []
-    t_all = time.perf_counter()
+    comparable = ("teacher_epochs", "epochs_per_trial", "trials_per_run", "pruner")
+    if a.out.is_file():  # resume: keep finished runs made with the same settings (studies resume in bench.db)
+        old = json.loads(a.out.read_text())
+        if all(old["settings"].get(k) == settings[k] for k in comparable):
+            runs = old["runs"]
+            settings["started"] = old["settings"].get("started", settings["started"])
+    t_all = time.perf_counter() - (json.loads(a.out.read_text()).get("total_wall_s", 0) if runs else 0)
     for seed in a.seeds:  # seed-major order: a stopped benchmark still has whole seeds for every sampler
         for sampler in a.samplers:
+            if any(r["sampler"] == sampler and r["seed"] == seed for r in runs):
+                continue
             name = f"bench-{sampler}-s{seed}-t{a.trials}-e{a.epochs}"
             space = SearchSpace.thesis() if sampler == "grid" else SearchSpace()
             t0 = time.perf_counter()
@@ -92,6 +100,7 @@ def main(argv: list[str]) -> int:
                          "seconds_per_trial": res.seconds_per_trial})
             print(f"== {sampler} seed {seed}: best val {100 * max(vals):.2f}% "
                   f"({res.seconds_per_trial or 0:.1f} s/trial)", flush=True)
+            settings["seeds_done"] = sorted({r["seed"] for r in runs})
             atomic_write_json(a.out, {"settings": settings, "summary": summarise(runs), "runs": runs,
                                       "total_wall_s": round(time.perf_counter() - t_all, 1)})
     print(json.dumps(summarise(runs), indent=1))

@@ -362,7 +362,10 @@ class Pipeline:
         rep: dict[str, Any] = {
             "atalaia_version": __version__, "recipe_name": r.name, "created": _now(),
             "recipe": r.to_dict(), "dataset": self.dataset_info, "targets": list(r.evaluate.targets),
-            "stages": [s.to_dict() for s in stages], "notes": NOTES,
+            "stages": [s.to_dict() for s in stages],
+            "notes": [*NOTES, f"The test split has {len(ctx.split.test.labels)} images: one image is "
+                      f"{100 / len(ctx.split.test.labels):.2f} pp of accuracy, so differences of a few images "
+                      "between stages are within sampling noise."],
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "history": {s: self.extras[s]["history"] for s in STAGES if "history" in self.extras.get(s, {})},
         }

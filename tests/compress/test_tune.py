@@ -226,6 +226,7 @@ class _Poison:
         raise AssertionError(f"the tuner touched the TEST split ({name})")
 
 
+@pytest.mark.slow
 def test_real_multi_objective_uses_val_never_test(tiny_faces, tmp_path, monkeypatch):
     real = T._load_data
 
@@ -250,6 +251,7 @@ def test_real_multi_objective_uses_val_never_test(tiny_faces, tmp_path, monkeypa
     assert (folder / "teacher" / "model.keras").is_file()  # trained once, cached for the next search
 
 
+@pytest.mark.slow
 def test_real_single_objective_report_and_apply_study(tiny_faces, tmp_path):
     r = _recipe(tmp_path, tiny_faces, epochs=1)
     space = T.SearchSpace.with_knobs(width=True, prune=True)

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 PG_URL = os.environ.get("ATALAIA_PG_URL")
-pytestmark = pytest.mark.skipif(not PG_URL, reason="ATALAIA_PG_URL not set (run: eval \"$(bash .ci/postgres.sh)\")")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not PG_URL, reason="ATALAIA_PG_URL not set (run: eval \"$(bash .ci/postgres.sh)\")")]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,10 +93,10 @@ def test_two_workers_then_a_killed_worker(tmp_path):
     deadline = time.time() + 600
     victim = None
     while time.time() < deadline and victim is None:
-        time.sleep(0.3)
+        time.sleep(0.2)
         running = [t for t in _trials(study) if t.state.name == "RUNNING"
                    and str(t.user_attrs.get("worker", "")).startswith("machine-a:")]
-        if running:  # the objective has started: the trial is being trained
+        if running and running[0].params:  # parameters drawn: the student is being trained
             victim = running[0]
         assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
     assert victim is not None, "the worker never started a trial"
@@ -111,7 +112,8 @@ def test_two_workers_then_a_killed_worker(tmp_path):
     by_num = {t.number: t for t in trials}
     assert by_num[victim.number].state == optuna.trial.TrialState.FAIL  # heartbeat found it stale
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retry) == 1 and retry[0].params == victim.params  # re-queued once, same parameters
+    # re-queued once, with the parameters the dead trial had drawn (if it got that far before the kill)
+    assert len(retry) == 1 and by_num[victim.number].params.items() <= retry[0].params.items()
     assert retry[0].state.name in ("COMPLETE", "PRUNED")
     _check_ledger(trials, 9)
     assert best_params(PG_URL, study)  # the study answers queries as usual

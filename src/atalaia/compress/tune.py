@@ -433,7 +433,7 @@ def _markdown(res: TuneResult, plots: dict[str, str]) -> str:
              f"- storage: `{res.storage}`; sampler: {res.sampler}; pruner: {res.pruner}; "
              f"epochs per trial: {res.epochs}",
              f"- objectives: {', '.join(res.objectives)} (validation split; the test split is never used here)",
-             f"- trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(c.items())),
+             "- trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(c.items())),
              f"- wall time: {res.wall_time_s:.0f} s"
              + (f" ({res.seconds_per_trial:.1f} s per trial)" if res.seconds_per_trial else ""), ""]
     if res.best:
@@ -780,7 +780,7 @@ def tune(
     *,
     trials: int,
     study_name: str | None = None,
-    storage: str | None = None,
+    storage: str | Path | None = None,
     sampler: str = "tpe",
     multi_objective: bool = False,
     out_dir: str | Path | None = None,
@@ -832,7 +832,13 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(out_dir) if out_dir is not None else Path("runs") / recipe.name
     epochs = recipe.train.epochs if epochs is None else epochs
-    url = storage or default_storage(out)
+    if storage is None:
+        url = default_storage(out)
+    elif "://" in str(storage):
+        url = str(storage)
+    else:  # a path: a .db file, or a folder that holds (or will hold) study.db
+        p = Path(storage)
+        url = f"sqlite:///{(p if p.suffix == '.db' else p / 'study.db').resolve()}"
     name = study_name or default_study_name(recipe, multi_objective)
     objectives = OBJECTIVES_MULTI if multi_objective else OBJECTIVES_SINGLE
     with warnings.catch_warnings():  # multivariate TPE / GP are flagged experimental by optuna
@@ -856,10 +862,14 @@ def tune(
                                     multi=multi_objective, target=target, log=log, train_fn=train_fn)
         log(f"[tune] study '{name}' in {_redact(url)}: {done_before}/{trials} trials finished, sampler {sampler}")
         t_trials = time.perf_counter()
+        surplus: list[bool] = []
+
+        def note_surplus(_study: Any, t: Any) -> None:
+            surplus.append(bool(t.user_attrs.get("surplus")))
+
         while _finished(study) < trials:
-            surplus: list[bool] = []
-            study.optimize(objective, n_trials=1, catch=(_Surplus,),
-                           callbacks=[lambda _s, t: surplus.append(bool(t.user_attrs.get("surplus")))])
+            surplus.clear()
+            study.optimize(objective, n_trials=1, catch=(_Surplus,), callbacks=[note_surplus])
             if any(surplus):
                 break  # another worker claimed the last slot
             if sampler == "grid" and _grid_exhausted(study, space):
