@@ -41,7 +41,10 @@ def rows_from_report(rep: dict) -> list[dict]:
             "lfw_acc_mean": v["acc_mean"], "lfw_acc_std": v["acc_std"], "auc": v["auc"],
             "tar_at_far_1e-2": v["tar_at_far_0.01"], "tar_at_far_1e-3": v["tar_at_far_0.001"],
             "threshold": v["threshold"], "open_set_rank1": os_.get("rank1"), "open_set_far": os_.get("far"),
-            "open_set_dir": os_.get("dir"), "params": s["params"], "macs": s["macs"] or None,
+            "open_set_dir": os_.get("dir"),
+            "open_set_far_at_pair_far_1e-3": (v.get("open_set_at_far_1e-3") or {}).get("far"),
+            "open_set_dir_at_pair_far_1e-3": (v.get("open_set_at_far_1e-3") or {}).get("dir"),
+            "params": s["params"], "macs": s["macs"] or None,
             "flash_bytes": s["flash_bytes"], "arena_bytes": s["arena_bytes"], "host_latency_ms": s["host_latency_ms"],
             "est_latency_ms": s["est_latency_ms"],
         })
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "train_data": {k: rep["dataset"]["train"][k] for k in ("chips", "labelled", "unlabelled", "identities")},
         "stage_seconds": rep["timings_s"], "wall_seconds_this_invocation": round(wall, 1),
+        "stage_seconds_sum": round(sum(v for k, v in rep["timings_s"].items() if k in {r["stage"] for r in rows}), 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "roc_plot": str(a.run_dir / rep["verification"]["roc_plot"]),
     }

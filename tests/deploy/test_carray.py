@@ -15,7 +15,7 @@ def _parse(source: str, name: str) -> bytes:
 
 
 def test_round_trip(tiny_int8_blob):
-    h, cc = to_c_array(tiny_int8_blob, "face_model")
+    h, cc = to_c_array(tiny_int8_blob, "face_model", stem="face_model")
     assert _parse(cc, "face_model") == tiny_int8_blob
     assert f"face_model_len = {len(tiny_int8_blob)};" in cc
     assert "alignas(16) const unsigned char face_model[]" in cc
@@ -32,6 +32,7 @@ def test_odd_length_and_bad_name():
 
 def test_write(tmp_path):
     h, cc = write_c_array(b"\x00\xff\x10", tmp_path / "out", "g_model")
-    assert h.name == "g_model.h" and cc.name == "g_model.cc"
+    assert h.name == "model_data.h" and cc.name == "model_data.cc"
+    assert '#include "model_data.h"' in cc.read_text()
     assert _parse(cc.read_text(), "g_model") == b"\x00\xff\x10"
     assert not list((tmp_path / "out").glob("*.tmp"))

@@ -30,6 +30,8 @@ def test_project_files(tmp_path):
     assert {"CMakeLists.txt", "main/main.cc", "main/model_data.cc", "main/self_test.h",
             "main/idf_component.yml"} <= names
     main = (tmp_path / "main" / "main.cc").read_text()
+    assert '#include "model_data.h"' in main
+    assert '#include "model_data.h"' in (tmp_path / "main" / "model_data.cc").read_text()
     assert "MicroMutableOpResolver<3>" in main  # unique ops only
     assert main.count("resolver.AddConv2D()") == 1 and "resolver.AddMean()" in main
     arena = int(re.search(r"kArenaSize = (\d+);", main).group(1))

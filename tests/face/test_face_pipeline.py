@@ -59,7 +59,9 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     assert by["pruned_channel"]["params"] < by["student"]["params"]
     assert by["teacher"]["flash_bytes"] > 20_000_000  # dlib's ResNet weight file (dlib-bin is a dependency)
     assert by["teacher"]["accuracy"] == ver["models"]["teacher"]["acc_mean"]
-    assert rep["int8"]["tflm_lfw_parity"]["max_abs_diff_steps"] == 0
+    parity = rep["int8"]["tflm_lfw_parity"]
+    assert parity["images"] == parity["of"] > 0  # every evaluation image ran in TFLM
+    assert parity["max_abs_diff_steps"] <= 1 and parity["exact_fraction"] >= 0.9  # MEAN rounding, see tflm.py
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["verification"]["models"]["int8_tflm"]["acc_mean"] == ver["models"]["int8_tflm"]["acc_mean"]
     assert (tmp_path / "run" / "report.md").read_text().count("|") > 20
