@@ -59,6 +59,15 @@ def main() -> int:
         "report_json": str(out / "report.json"),
     }
     atomic_write_json(args.result, result)
+    from atalaia.ioutil import atomic_write_text
+    from atalaia.report.render import stage_table, summary_lines
+
+    headers, rows = stage_table(report)
+    md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", *[f"- {line}" for line in summary_lines(report)],
+           "", f"Wall time {result['wall_time_s']} s on {result['machine']['cpus']} CPUs (cold run)."]
+    atomic_write_text(Path(args.result).with_suffix(".md"), "\n".join(md) + "\n")
     print(json.dumps({"wall_time_s": result["wall_time_s"], "stage_wall_time_s": result["stage_wall_time_s"]}))
     return 0
 

@@ -46,7 +46,7 @@ def run(
 
     from atalaia.config import load_recipe
     from atalaia.ioutil import import_tensorflow_quietly
-    from atalaia.pipeline import Pipeline
+    from atalaia.pipeline import make_pipeline
     from atalaia.report import print_summary
 
     r = load_recipe(recipe, _parse_overrides(set_))
@@ -66,7 +66,7 @@ def run(
 
             return tick
 
-        pipe = Pipeline(r, out_dir, force=force, log=lambda m: progress.console.print(m, markup=False, highlight=False),
+        pipe = make_pipeline(r, out_dir, force=force, log=lambda m: progress.console.print(m, markup=False, highlight=False),
                         make_progress=make_progress)
         report = pipe.run()
     print_summary(report, console)

@@ -407,6 +407,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def make_pipeline(recipe: Recipe, out_dir: str | Path, **kw):
+    """The pipeline for the recipe's task: closed-set `Pipeline` or face-embedding `FacePipeline`."""
+    if recipe.task == "verification":
+        from atalaia.face.pipeline import FacePipeline
+
+        return FacePipeline(recipe, out_dir, **kw)
+    return Pipeline(recipe, out_dir, **kw)
+
+
 def run(recipe: Recipe, out_dir: str | Path, **kw) -> dict:
     """Public verb: run a recipe end to end into `out_dir`; returns the report dict."""
-    return Pipeline(recipe, out_dir, **kw).run()
+    return make_pipeline(recipe, out_dir, **kw).run()

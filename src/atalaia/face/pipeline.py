@@ -541,8 +541,9 @@ class FacePipeline:
                                               "input_quantization", "output_quantization")}
             if "int8_tflm" in self.extras:
                 rep["int8"]["tflm_lfw_parity"] = self.extras["int8_tflm"]["parity"]
-        atomic_write_json(self.out / "report.json", _finite(rep))
-        atomic_write_text(self.out / "report.md", markdown_table(rep))
+        from atalaia.report import write_report
+
+        write_report(_finite(rep), self.out)  # report.json (strict JSON), report.md, report.html, plots
         return rep
 
 

@@ -113,6 +113,8 @@ def fmt(value: Any, kind: str) -> str:
         return f"{value:,.1f}"
     if kind == "num":
         return f"{value:.4g}"
+    if kind == "f4":
+        return f"{value:.4f}"
     raise ValueError(f"unknown format kind {kind!r}")
 
 
@@ -612,6 +614,8 @@ def _document(report: dict[str, Any], plots: dict[str, bytes]) -> list[Block]:
     if lines:
         doc += [("h2", "Findings"), ("ul", lines)]
 
+    doc += _verification_blocks(report, plots)
+
     cp = report.get("channel_pruning")
     if isinstance(cp, dict) and cp.get("layers"):
         lrows = []
@@ -655,6 +659,42 @@ def _document(report: dict[str, Any], plots: dict[str, bytes]) -> list[Block]:
         doc += [("h2", "Resolved recipe"),
                 ("details", "recipe (as run)", [("pre", json.dumps(report["recipe"], indent=2, default=str))])]
     return doc
+
+
+def verification_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Face-verification rows (LFW 10-fold protocol) from report["verification"]["models"]."""
+    ver = report.get("verification")
+    models = ver.get("models") if isinstance(ver, dict) else None
+    if not isinstance(models, dict):
+        return [], []
+    headers = ["model", "LFW acc (%)", "± std (pp)", "ROC AUC", "TAR@FAR=1e-2 (%)", "TAR@FAR=1e-3 (%)",
+               "open-set rank-1 (%)", "open-set FAR @ acc thr (%)", "open-set FAR @ FAR1e-3 thr (%)"]
+    rows = []
+    for stage, v in models.items():
+        if not isinstance(v, dict):
+            continue
+        os1 = v.get("open_set") or {}
+        os3 = v.get("open_set_at_far_1e-3") or {}
+        rows.append([fmt(v.get("label", stage), "text"), fmt(v.get("acc_mean"), "pct"), fmt(v.get("acc_std"), "pct"),
+                     fmt(v.get("auc"), "f4"), fmt(v.get("tar_at_far_0.01"), "pct"),
+                     fmt(v.get("tar_at_far_0.001"), "pct"), fmt(os1.get("rank1"), "pct"),
+                     fmt(os1.get("far"), "pct"), fmt(os3.get("far"), "pct")])
+    return headers, rows
+
+
+def _verification_blocks(report: dict[str, Any], plots: dict[str, bytes]) -> list[Block]:
+    headers, rows = verification_table(report)
+    if not rows:
+        return []
+    ver = report["verification"]
+    blocks: list[Block] = [("h2", "Face verification"), ("p", str(ver.get("protocol", ""))),
+                           ("table", headers, rows, [False] + [True] * (len(headers) - 1))]
+    used, missing = ver.get("pairs_used"), ver.get("pairs_missing")
+    if used is not None:
+        blocks.append(("p", f"pairs used: {fmt(used, 'int')}; pairs naming a missing image: {fmt(missing, 'int')}."))
+    if "roc_lfw" in plots:
+        blocks.append(("img", "roc_lfw", "ROC curves on LFW (cosine similarity)"))
+    return blocks
 
 
 def _md_cell(text: str) -> str:
@@ -771,6 +811,10 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         plots[name] = png
         paths[f"plot_{name}"] = atomic_write_bytes(target, png)
 
+    ver = report.get("verification")
+    roc = out_dir / ver["roc_plot"] if isinstance(ver, dict) and ver.get("roc_plot") else None
+    if roc is not None and roc.is_file():
+        plots["roc_lfw"] = roc.read_bytes()
     doc = _document(report, plots)
     paths["md"] = atomic_write_text(out_dir / "report.md", _to_markdown(doc))
     title = f"AtalaIA report — {report.get('recipe_name')}"
