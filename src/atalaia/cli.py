@@ -22,36 +22,33 @@ if not console.is_terminal:  # logs and CI: do not squeeze the stage table into 
 err_console = Console(stderr=True)
 
 
-def _parse_overrides(items: list[str] | None) -> dict:
-    import yaml
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise AtalaiaError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got '{item}'")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
 @app.command()
 def run(
     recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML (default: the bundled default recipe).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<recipe name>).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: KEY=VALUE.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run every stage, ignoring finished ones.")] = False,
+    from_study: Annotated[str | None, typer.Option("--from-study", help="Take tuned knobs from this study.")] = None,
+    study_storage: Annotated[str | None, typer.Option(
+        "--study-storage", help="Study storage URL (default: RUN/tune/study.db).")] = None,
+    trial: Annotated[int | None, typer.Option(
+        "--trial", help="Trial number (default: best; multi-objective: most accurate Pareto trial).")] = None,
 ) -> None:
     """Run the whole pipeline: teacher, baseline, distil, prune, int8, TFLM check, report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from atalaia.config import load_recipe
+    from atalaia.config import load_recipe, parse_overrides
     from atalaia.ioutil import import_tensorflow_quietly
     from atalaia.pipeline import make_pipeline
     from atalaia.report import print_summary
 
-    r = load_recipe(recipe, _parse_overrides(set_))
+    r = load_recipe(recipe, parse_overrides(set_))
     import_tensorflow_quietly()
     out_dir = out or Path("runs") / r.name
+    if from_study:
+        from atalaia.compress.tune import apply_study
+
+        r = apply_study(r, study_storage or str(out_dir), from_study, trial)
     console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -173,6 +170,11 @@ def align(
     console.print(f"{summary.total} images: {summary.aligned} aligned, {summary.cached} from cache, "
                   f"{summary.no_face} without a face (listed in {dst / 'no_face_found.txt'}), "
                   f"{summary.unreadable} unreadable (listed in {dst / 'failed.txt'})")
+
+
+from atalaia.compress.tune_cli import tune_command  # noqa: E402
+
+app.command(name="tune")(tune_command)
 
 
 def main() -> None:

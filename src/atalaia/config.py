@@ -257,6 +257,17 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`["train.epochs=5", "data.image_size=[64, 64]"]` -> {"train.epochs": 5, ...} (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise RecipeError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
 def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
     """Load a YAML recipe (None = the bundled default), apply dotted overrides, validate."""
     if path is None:

@@ -208,6 +208,10 @@ class Pipeline:
     def run(self) -> dict:
         import keras
 
+        if self.recipe.distill.tune:  # alpha/T (and other tuned knobs) from the study in <out>/tune
+            from atalaia.compress.tune import tuned_recipe
+
+            self.recipe = tuned_recipe(self.recipe, self.out)
         r = self.recipe
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "recipe.yaml", dump_recipe(r))

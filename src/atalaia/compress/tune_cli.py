@@ -56,9 +56,9 @@ def tune_command(
 ) -> None:
     """Bayesian optimisation of KD alpha/T (and optional lr, width, pruning ratio) on the VALIDATION split."""
     from atalaia.compress.tune import SearchSpace, tune
-    from atalaia.config import load_recipe
+    from atalaia.config import load_recipe, parse_overrides
 
-    r = load_recipe(recipe, _parse_overrides(set_))
+    r = load_recipe(recipe, parse_overrides(set_))
     base = SearchSpace.thesis() if (thesis_grid or sampler == "grid") else SearchSpace()
     space = SearchSpace.with_knobs(learning_rate=tune_lr, width=tune_width, prune=tune_prune, base=base)
     out_dir = out or Path("runs") / r.name
@@ -72,18 +72,6 @@ def tune_command(
         print(f"best trial {res.best['number']}: val accuracy {100 * res.best['values'][0]:.2f}% ({params})",
               flush=True)
     print(f"report: {out_dir / 'tune' / 'report.md'}", flush=True)
-
-
-def _parse_overrides(items: list[str] | None) -> dict:
-    import yaml
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise AtalaiaError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got '{item}'")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
