@@ -21,11 +21,7 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +31,8 @@ from atalaia import __version__
 from atalaia.config import Recipe, dump_recipe
 from atalaia.data.dataset import Split, load_identity_folder, split_dataset, to_float
 from atalaia.evaluate.result import StageResult
-from atalaia.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from atalaia.ioutil import atomic_write_bytes, atomic_write_text
+from atalaia.runfolder import StagedRun, now_utc
 
 STAGES = ("teacher", "baseline", "distilled", "pruned_magnitude", "pruned_channel", "int8")
 
@@ -71,76 +68,12 @@ def _save_keras(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _load_keras(path: Path):
-    import keras
-
-    return keras.saving.load_model(path, compile=False)
-
-
-class Pipeline:
+class Pipeline(StagedRun):
     """Runs a recipe end to end. `progress` gets (stage, message) lines; `epoch_progress` per-epoch ticks."""
 
-    def __init__(self, recipe: Recipe, out_dir: str | Path, *, force: bool = False,
-                 log: Callable[[str], None] = print,
-                 make_progress: Callable[[str, int], Callable[[int], None]] | None = None):
+    def __init__(self, recipe: Recipe, out_dir: str | Path, **kw):
+        super().__init__(out_dir, **kw)
         self.recipe = recipe
-        self.out = Path(out_dir)
-        self.force = force
-        self.log = log
-        self.make_progress = make_progress or (lambda desc, total: None)
-        self.results: dict[str, StageResult] = {}
-        self.extras: dict[str, dict] = {}
-        self.keys: dict[str, str] = {}
-        self.timings: dict[str, float] = {}
-        self._models: dict[str, Any] = {}
-
-    # ---------------------------------------------------------------- helpers
-    def _stage_dir(self, stage: str) -> Path:
-        return self.out / stage
-
-    def _is_done(self, stage: str, key: str) -> bool:
-        marker = self._stage_dir(stage) / "DONE.json"
-        if self.force or not marker.is_file():
-            return False
-        try:
-            return json.loads(marker.read_text()).get("key") == key
-        except (OSError, ValueError):
-            return False
-
-    def _finish(self, stage: str, key: str, result: StageResult, extra: dict, seconds: float) -> None:
-        d = self._stage_dir(stage)
-        atomic_write_json(d / "metrics.json", {"result": result.to_dict(), "extra": extra, "seconds": seconds})
-        atomic_write_json(d / "DONE.json", {"key": key, "finished": _now()})
-
-    def _load_done(self, stage: str) -> None:
-        data = json.loads((self._stage_dir(stage) / "metrics.json").read_text())
-        self.results[stage] = StageResult.from_dict(data["result"])
-        self.extras[stage] = data.get("extra", {})
-        self.timings[stage] = float(data.get("seconds", 0.0))
-
-    def model(self, stage: str):
-        if stage not in self._models:
-            self._models[stage] = _load_keras(self._stage_dir(stage) / "model.keras")
-        return self._models[stage]
-
-    def _run_stage(self, stage: str, key: str, fn: Callable[[Path], tuple[StageResult, dict]]) -> None:
-        self.keys[stage] = key
-        if self._is_done(stage, key):
-            self._load_done(stage)
-            self.log(f"[{stage}] already done (key {key}), skipped")
-            return
-        d = self._stage_dir(stage)
-        if d.exists():
-            shutil.rmtree(d)  # a half-finished stage from a killed run: start it again
-        d.mkdir(parents=True)
-        self.log(f"[{stage}] running")
-        t0 = time.perf_counter()
-        result, extra = fn(d)
-        seconds = time.perf_counter() - t0
-        self._finish(stage, key, result, extra, seconds)
-        self.results[stage], self.extras[stage], self.timings[stage] = result, extra, seconds
-        self.log(f"[{stage}] done in {seconds:.1f} s: accuracy {100 * result.accuracy:.1f}%, "
-                 f"flash {result.flash_bytes / 1024:.1f} KB")
 
     # ---------------------------------------------------------------- data
     def _prepare(self) -> _Ctx:
@@ -364,7 +297,7 @@ class Pipeline:
         r = self.recipe
         stages = [self.results[s] for s in STAGES if s in self.results]
         rep: dict[str, Any] = {
-            "atalaia_version": __version__, "recipe_name": r.name, "created": _now(),
+            "atalaia_version": __version__, "recipe_name": r.name, "created": now_utc(),
             "recipe": r.to_dict(), "dataset": self.dataset_info, "targets": list(r.evaluate.targets),
             "stages": [s.to_dict() for s in stages],
             "notes": [*NOTES, f"The test split has {len(ctx.split.test.labels)} images: one image is "
@@ -405,10 +338,6 @@ class Pipeline:
 
         write_report(rep, self.out)
         return rep
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_pipeline(recipe: Recipe, out_dir: str | Path, **kw):

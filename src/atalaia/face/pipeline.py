@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,8 @@ from atalaia.config import Recipe, dump_recipe
 from atalaia.errors import DataError, RecipeError
 from atalaia.evaluate.result import StageResult
 from atalaia.face.evalset import EvalSet, build_eval_set, verification_summary
-from atalaia.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from atalaia.ioutil import atomic_write_bytes, atomic_write_text
+from atalaia.runfolder import StagedRun, now_utc
 
 STAGES = ("teacher", "student", "pruned_channel", "int8_litert", "int8_tflm")
 STAGE_LABELS = {
@@ -65,10 +64,6 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _save_keras(model, path: Path) -> None:
     import os
 
@@ -85,7 +80,7 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-class FacePipeline:
+class FacePipeline(StagedRun):
     """Runs a `task: verification` recipe. `log` gets one-line messages; `make_progress(desc, total)` returns
     a per-epoch tick callable (or None), as for the closed-set Pipeline."""
 
@@ -94,16 +89,8 @@ class FacePipeline:
                  make_progress: Callable[[str, int], Callable[[int], None] | None] | None = None) -> None:
         if recipe.task != "verification":
             raise RecipeError(f"FacePipeline runs 'task: verification' recipes; this one has task '{recipe.task}'")
+        super().__init__(out_dir, force=force, log=log, make_progress=make_progress)
         self.recipe = recipe
-        self.out = Path(out_dir)
-        self.force = force
-        self.log = log
-        self.make_progress = make_progress or (lambda desc, total: None)
-        self.results: dict[str, StageResult] = {}
-        self.extras: dict[str, dict] = {}
-        self.keys: dict[str, str] = {}
-        self.timings: dict[str, float] = {}
-        self._models: dict[str, Any] = {}
         self._emb: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------- paths
@@ -116,55 +103,17 @@ class FacePipeline:
         f = self.recipe.face
         return self._path(f.cache_dir) if f.cache_dir else self.out / "cache"
 
-    def _stage_dir(self, stage: str) -> Path:
-        return self.out / stage
-
     # ------------------------------------------------------------------------------------- stage machinery
-    def _is_done(self, stage: str, key: str) -> bool:
-        marker = self._stage_dir(stage) / "DONE.json"
-        if self.force or not marker.is_file():
-            return False
-        try:
-            return json.loads(marker.read_text()).get("key") == key
-        except (OSError, ValueError):
-            return False
-
-    def _run_stage(self, stage: str, key: str, fn: Callable[[Path], tuple[StageResult, dict]]) -> None:
-        self.keys[stage] = key
-        d = self._stage_dir(stage)
-        if self._is_done(stage, key):
-            data = json.loads((d / "metrics.json").read_text())
-            self.results[stage] = StageResult.from_dict(data["result"])
-            self.extras[stage] = data.get("extra", {})
-            self.timings[stage] = float(data.get("seconds", 0.0))
-            self.log(f"[{stage}] already done (key {key}), skipped")
-            return
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        self.log(f"[{stage}] running")
-        t0 = time.perf_counter()
-        result, extra = fn(d)
-        seconds = time.perf_counter() - t0
-        atomic_write_json(d / "metrics.json", {"result": result.to_dict(), "extra": extra, "seconds": seconds})
-        atomic_write_json(d / "DONE.json", {"key": key, "finished": _now()})
-        self.results[stage], self.extras[stage], self.timings[stage] = result, extra, seconds
+    def _done_message(self, stage: str, result: StageResult, extra: dict, seconds: float) -> str:
         v = extra["verification"]
-        self.log(f"[{stage}] done in {seconds:.1f} s: LFW {100 * v['acc_mean']:.2f}% +- {100 * v['acc_std']:.2f}, "
-                 f"AUC {v['auc']:.4f}, flash {result.flash_bytes / 1024:.1f} KB")
+        return (f"[{stage}] done in {seconds:.1f} s: LFW {100 * v['acc_mean']:.2f}% +- {100 * v['acc_std']:.2f}, "
+                f"AUC {v['auc']:.4f}, flash {result.flash_bytes / 1024:.1f} KB")
 
     def _embeddings(self, stage: str) -> np.ndarray:
         if stage not in self._emb:
             with np.load(self._stage_dir(stage) / "embeddings.npz") as z:
                 self._emb[stage] = z["emb"]
         return self._emb[stage]
-
-    def model(self, stage: str):
-        if stage not in self._models:
-            import keras
-
-            self._models[stage] = keras.saving.load_model(self._stage_dir(stage) / "model.keras", compile=False)
-        return self._models[stage]
 
     # ------------------------------------------------------------------------------------- data
     def _load_train(self):
@@ -512,7 +461,7 @@ class FacePipeline:
                     models[s]["open_set_at_far_1e-3"] = open_set_identification(
                         emb[ev.gallery], ev.gallery_ids, emb[ev.probes], ev.probe_ids, float(th))
         rep: dict[str, Any] = {
-            "atalaia_version": __version__, "task": "verification", "recipe_name": r.name, "created": _now(),
+            "atalaia_version": __version__, "task": "verification", "recipe_name": r.name, "created": now_utc(),
             "recipe": r.to_dict(), "targets": list(r.evaluate.targets),
             "dataset": {"train": train_info, "eval": ev.summary()},
             "stages": [self.results[s].to_dict() for s in stages],
@@ -563,43 +512,4 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def markdown_table(rep: dict) -> str:
-    """The verification table (one row per model) as Markdown."""
-    lines = [f"# {rep['recipe_name']}: LFW verification", "",
-             "| model | LFW acc | AUC | TAR@FAR1e-2 | TAR@FAR1e-3 | open-set rank-1 | open-set FAR (DIR) @acc thr | "
-             "open-set FAR (DIR) @pair-FAR1e-3 thr | params | MACs | flash KB | "
-             "arena KB | host ms | " + " | ".join(f"est. {t} ms" for t in rep["targets"]) + " |",
-             "|---" * (13 + len(rep["targets"])) + "|"]
-    ver = rep["verification"]["models"]
-    def fmt(x: float | None, p: int = 1) -> str:
-        return "n/a" if x is None else f"{x:.{p}f}"
-
-    for row in rep["stages"]:
-        v = ver[row["stage"]]
-        os_ = v.get("open_set") or {}
-        strict = v.get("open_set_at_far_1e-3") or {}
-
-        def pct(d: dict, k: str) -> float | None:
-            return None if d.get(k) is None else 100 * d[k]
-
-        rank1 = pct(os_, "rank1")
-        far = f"{fmt(pct(os_, 'far'))}% ({fmt(pct(os_, 'dir'))}%)"
-        far3 = f"{fmt(pct(strict, 'far'))}% ({fmt(pct(strict, 'dir'))}%)"
-        macs = "n/a" if not row["macs"] else f"{row['macs'] / 1e6:.2f} M"
-        arena = None if not row["arena_bytes"] else row["arena_bytes"] / 1024
-        est = " | ".join(fmt(row["est_latency_ms"].get(t), 1) for t in rep["targets"])
-        lines.append(
-            f"| {v['label']} | {100 * v['acc_mean']:.2f} ± {100 * v['acc_std']:.2f} | {v['auc']:.4f} | "
-            f"{v['tar_at_far_0.01']:.4f} | {v['tar_at_far_0.001']:.4f} | {fmt(rank1)}% | {far} | {far3} | "
-            f"{row['params']:,} | {macs} | {row['flash_bytes'] / 1024:.1f} | {fmt(arena)} | "
-            f"{fmt(row['host_latency_ms'], 2)} | {est} |")
-    lines += ["", f"ROC curves: `{rep['verification']['roc_plot']}`", ""] + [f"- {n}" for n in rep["notes"]]
-    return "\n".join(lines) + "\n"
-
-
-def run(recipe: Recipe, out_dir: str | Path, **kw) -> dict:
-    """Public verb: run a verification recipe into `out_dir`; returns the report dict."""
-    return FacePipeline(recipe, out_dir, **kw).run()
-
-
-__all__ = ["FacePipeline", "STAGES", "STAGE_LABELS", "markdown_table", "run"]
+__all__ = ["FacePipeline", "STAGES", "STAGE_LABELS"]
