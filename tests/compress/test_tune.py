@@ -275,3 +275,14 @@ def test_real_single_objective_report_and_apply_study(tiny_faces, tmp_path):
         T.best_params(tmp_path / "run", "nope")
     with pytest.raises(T.TuneError, match="run `atalaia tune"):
         T.tuned_recipe(r, tmp_path / "elsewhere")
+
+
+def test_gp_sampler_without_torch_names_the_missing_package(monkeypatch):
+    import importlib.util
+
+    from atalaia.compress import tune as tune_mod
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    with pytest.raises(tune_mod.TuneError, match="needs torch"):
+        tune_mod._sampler("gp", tune_mod.SearchSpace(), 0, False)

@@ -699,12 +699,14 @@ def _sampler(name: str, space: SearchSpace, seed: int | None, multi: bool, trial
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
-        try:
-            import scipy  # noqa: F401
-            import torch  # noqa: F401
-        except ImportError:
-            raise TuneError("the GP sampler needs PyTorch and SciPy: pip install 'torch==2.13.0' 'scipy==1.17.1' "
-                            "(or use --sampler tpe)") from None
+        # Optuna's GP sampler runs on PyTorch, which is not part of AtalaIA's stack: usable only if the user
+        # installed torch and scipy themselves. Checked without importing them.
+        import importlib.util
+
+        missing = [m for m in ("torch", "scipy") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise TuneError(f"the GP sampler needs {' and '.join(missing)} (Optuna's GPSampler runs on PyTorch, "
+                            "which AtalaIA does not depend on); install them yourself or use --sampler tpe")
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=_n_startup(trials))
     if name == "grid":
         g = space.grid_dict()
