@@ -17,10 +17,7 @@ that was running.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from atalaia.config import Recipe, dump_recipe
 from atalaia.data.dataset import Split, load_identity_folder, split_dataset, to_float
 from atalaia.evaluate.result import StageResult
 from atalaia.ioutil import atomic_write_bytes, atomic_write_text
-from atalaia.runfolder import StagedRun, now_utc
+from atalaia.runfolder import StagedRun, now_utc, save_keras, stage_key
 
 STAGES = ("teacher", "baseline", "distilled", "pruned_magnitude", "pruned_channel", "int8")
 
@@ -56,16 +53,6 @@ class _Ctx:
     input_shape: tuple[int, int, int]
     num_classes: int
     data_key: str
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _save_keras(model, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 class Pipeline(StagedRun):
@@ -97,7 +84,7 @@ class Pipeline(StagedRun):
 
         blob = convert_float(model)
         atomic_write_bytes(d / "model.tflite", blob)
-        _save_keras(model, d / "model.keras")
+        save_keras(model, d / "model.keras")
         self._models[stage] = model
         logits = np.asarray(model.predict(to_float(ctx.split.test.images), batch_size=256, verbose=0))
         return self._result(stage, model.name, "float32", blob, logits, ctx,
@@ -152,7 +139,7 @@ class Pipeline(StagedRun):
         base = [ctx.data_key, r.section_hash("data", "train", "seed")]
 
         # teacher
-        k_teacher = _key("teacher", base, r.to_dict()["teacher"])
+        k_teacher = stage_key("teacher", base, r.to_dict()["teacher"])
 
         def teacher(d: Path):
             from atalaia.models import create_model
@@ -165,7 +152,7 @@ class Pipeline(StagedRun):
         self._run_stage("teacher", k_teacher, teacher)
 
         # baseline student: labels only, same seed and epochs as the distilled one
-        k_base = _key("baseline", base, r.to_dict()["student"])
+        k_base = stage_key("baseline", base, r.to_dict()["student"])
 
         def baseline(d: Path):
             m = self._student(ctx)
@@ -176,7 +163,7 @@ class Pipeline(StagedRun):
 
         # distilled student
         alpha, temperature = r.distill.alpha, r.distill.temperature
-        k_dist = _key("distilled", k_base, k_teacher, alpha, temperature)
+        k_dist = stage_key("distilled", k_base, k_teacher, alpha, temperature)
 
         def distilled(d: Path):
             m = self._student(ctx)
@@ -190,7 +177,7 @@ class Pipeline(StagedRun):
         # magnitude pruning (a side branch: shows what unstructured sparsity does and does not buy)
         mp = r.prune.magnitude
         if mp.enabled:
-            k_mag = _key("pruned_magnitude", k_dist, r.to_dict()["prune"]["magnitude"])
+            k_mag = stage_key("pruned_magnitude", k_dist, r.to_dict()["prune"]["magnitude"])
 
             def pruned_magnitude(d: Path):
                 from atalaia.compress import prune
@@ -227,7 +214,7 @@ class Pipeline(StagedRun):
         # structured channel pruning + KD fine-tune
         cp = r.prune.channel
         if cp.enabled:
-            k_ch = _key("pruned_channel", k_dist, r.to_dict()["prune"]["channel"])
+            k_ch = stage_key("pruned_channel", k_dist, r.to_dict()["prune"]["channel"])
 
             def pruned_channel(d: Path):
                 from atalaia.compress import prune
@@ -243,7 +230,7 @@ class Pipeline(StagedRun):
             final_float = "pruned_channel"
 
         # int8 PTQ of the final float model + TFLM verification
-        k_q = _key("int8", self.keys[final_float], r.to_dict()["quantize"], r.to_dict()["evaluate"])
+        k_q = stage_key("int8", self.keys[final_float], r.to_dict()["quantize"], r.to_dict()["evaluate"])
 
         def int8(d: Path):
             return self._quantize_stage(final_float, d, ctx)

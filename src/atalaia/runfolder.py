@@ -7,7 +7,9 @@ a matching marker is a stage that was interrupted (or whose inputs changed) and 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -17,6 +19,18 @@ from typing import Any
 
 from atalaia.evaluate.result import StageResult
 from atalaia.ioutil import atomic_write_json
+
+
+def stage_key(*parts: Any) -> str:
+    """Cache key of a stage: a hash of everything it depends on (recipe sections, upstream keys, data)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_keras(model: Any, path: Path) -> None:
+    """`model.save` to a temp name then rename: a killed run never leaves a half-written model."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)
 
 
 def now_utc() -> str:

@@ -19,7 +19,6 @@ report's `verification` section. Run folder: `recipe.yaml`, `<stage>/...`, `plot
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from atalaia.errors import DataError, RecipeError
 from atalaia.evaluate.result import StageResult
 from atalaia.face.evalset import EvalSet, build_eval_set, verification_summary
 from atalaia.ioutil import atomic_write_bytes, atomic_write_text
-from atalaia.runfolder import StagedRun, now_utc
+from atalaia.runfolder import StagedRun, now_utc, save_keras, stage_key
 
 STAGES = ("teacher", "student", "pruned_channel", "int8_litert", "int8_tflm")
 STAGE_LABELS = {
@@ -56,20 +55,6 @@ NOTES = [
     "Teacher row: dlib's ResNet (not an MCU model): flash = its .dat weight file, params = file bytes / 4 "
     "(approximate), MACs not counted (0), host latency = dlib CPU time per 150x150 chip.",
 ]
-
-
-def _key(*parts: Any) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _save_keras(model, path: Path) -> None:
-    import os
-
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -213,7 +198,7 @@ class FacePipeline(StagedRun):
 
         blob = convert_float(model)
         atomic_write_bytes(d / "model.tflite", blob)
-        _save_keras(model, d / "model.keras")
+        save_keras(model, d / "model.keras")
         self._models[stage] = model
         if tlog.head is not None:
             _save_npz(d / "heads.npz", head=tlog.head, proj=tlog.proj)
@@ -258,7 +243,7 @@ class FacePipeline(StagedRun):
         ev_key = ev.fingerprint()
 
         # teacher ---------------------------------------------------------------------------------
-        k_teacher = _key("teacher-v2", ev_key, f.teacher_embeddings)
+        k_teacher = stage_key("teacher-v2", ev_key, f.teacher_embeddings)
 
         def teacher_stage(d: Path):
             emb, info = self._teacher_lfw(ev)
@@ -281,7 +266,7 @@ class FacePipeline(StagedRun):
         train_fields = {k: v for k, v in r.to_dict()["face"].items()
                         if k not in ("lfw_root", "pairs", "cache_dir", "enrol_per_identity", "open_set_min_images",
                                      "tflm_max_images", "teacher_embeddings", "finetune_lr_scale")}
-        k_student = _key("student", train_info["fingerprint"], ev_key, r.to_dict()["train"], r.to_dict()["student"],
+        k_student = stage_key("student", train_info["fingerprint"], ev_key, r.to_dict()["train"], r.to_dict()["student"],
                          r.seed, size, train_fields)
 
         def student_stage(d: Path):
@@ -300,7 +285,7 @@ class FacePipeline(StagedRun):
         # channel pruning -------------------------------------------------------------------------
         cp = r.prune.channel
         if cp.enabled and cp.ratio > 0:
-            k_pr = _key("pruned_channel", k_student, r.to_dict()["prune"]["channel"], f.finetune_lr_scale)
+            k_pr = stage_key("pruned_channel", k_student, r.to_dict()["prune"]["channel"], f.finetune_lr_scale)
 
             def pruned_stage(d: Path):
                 from atalaia.compress.prune import channel_prune
@@ -321,7 +306,7 @@ class FacePipeline(StagedRun):
             final = "pruned_channel"
 
         # int8 LiteRT -----------------------------------------------------------------------------
-        k_q = _key("int8_litert", self.keys[final], r.to_dict()["quantize"], r.to_dict()["evaluate"])
+        k_q = stage_key("int8_litert", self.keys[final], r.to_dict()["quantize"], r.to_dict()["evaluate"])
 
         def int8_stage(d: Path):
             from atalaia.deploy.targets import fits
@@ -359,7 +344,7 @@ class FacePipeline(StagedRun):
         self._run_stage("int8_litert", k_q, int8_stage)
 
         # int8 TFLM -------------------------------------------------------------------------------
-        k_tflm = _key("int8_tflm", k_q, f.tflm_max_images)
+        k_tflm = stage_key("int8_tflm", k_q, f.tflm_max_images)
 
         def tflm_stage(d: Path):
             from atalaia.deploy.tflite import TFLiteRunner
