@@ -55,6 +55,12 @@ class _Ctx:
     data_key: str
 
 
+def teacher_stage_key(recipe: Recipe, data_key: str) -> str:
+    """The teacher stage's key: the tuner reuses a teacher the pipeline already trained when keys match."""
+    base = [data_key, recipe.section_hash("data", "train", "seed")]
+    return stage_key("teacher", base, recipe.to_dict()["teacher"])
+
+
 class Pipeline(StagedRun):
     """Runs a recipe end to end. `progress` gets (stage, message) lines; `epoch_progress` per-epoch ticks."""
 
@@ -139,7 +145,7 @@ class Pipeline(StagedRun):
         base = [ctx.data_key, r.section_hash("data", "train", "seed")]
 
         # teacher
-        k_teacher = stage_key("teacher", base, r.to_dict()["teacher"])
+        k_teacher = teacher_stage_key(r, ctx.data_key)
 
         def teacher(d: Path):
             from atalaia.models import create_model

@@ -480,10 +480,9 @@ def _load_data(recipe: Recipe) -> _Data:
 
 def _teacher_key(recipe: Recipe, data_key: str) -> str:
     """The pipeline's teacher stage key, so a teacher the pipeline already trained is reused as is."""
-    from atalaia.pipeline import _key
+    from atalaia.pipeline import teacher_stage_key
 
-    base = [data_key, recipe.section_hash("data", "train", "seed")]
-    return _key("teacher", base, recipe.to_dict()["teacher"])
+    return teacher_stage_key(recipe, data_key)
 
 
 @contextlib.contextmanager
