@@ -130,6 +130,7 @@ class FaceConfig:
     pairs: str = "pairs.txt"  # relative to lfw_root
     cache_dir: str = ""  # decoded-chip + teacher-embedding cache; "" = <run dir>/cache
     embedding_dim: int = 128
+    crop: float = 1.0  # centre crop (fraction of the chip side) before resizing to the input: student only
     margin: str = "cosface"  # cosface | arcface | none
     margin_m: float = 0.35
     margin_s: float = 30.0
@@ -309,6 +310,7 @@ def validate(r: Recipe) -> None:
         (r.student.width > 0 and r.teacher.width > 0, "model width must be > 0"),
         (r.quantize.representative_samples >= 1, "quantize.representative_samples must be >= 1"),
         (r.face.embedding_dim >= 8, "face.embedding_dim must be >= 8"),
+        (0.3 <= r.face.crop <= 1.0, "face.crop must be in [0.3, 1] (fraction of the chip side kept, centred)"),
         (r.face.margin in ("cosface", "arcface", "none"), "face.margin must be cosface, arcface or none"),
         (r.face.margin_s > 0 and 0.0 <= r.face.margin_m < 1.0, "face.margin_s must be > 0, face.margin_m in [0, 1)"),
         (min(r.face.ce_weight, r.face.kd_weight, r.face.rkd_weight) >= 0, "face loss weights must be >= 0"),

@@ -71,3 +71,21 @@ def test_aligned_identity_folders_without_labels_csv(face_data, tmp_path):
     shutil.copytree(face_data["chipset"] / "chips112", tmp_path / "aligned")
     cs = load_chip_sets([tmp_path / "aligned"], 24)
     assert len(cs) == 24 and cs.num_classes == 4 and not cs.has_teacher.any()
+
+
+def test_centre_crop_keeps_the_middle_and_is_cached_apart(face_data, tmp_path):
+    from PIL import Image
+
+    # a 112x112 chip whose central 78x78 square (crop 0.7: offset 17) is white, the border black
+    img = np.zeros((112, 112), np.uint8)
+    img[17:95, 17:95] = 255
+    Image.fromarray(img).save(tmp_path / "c.png")
+    assert read_grey(tmp_path / "c.png", 39, crop=0.7).min() == 255  # only the white square survives
+    assert read_grey(tmp_path / "c.png", 39).min() == 0
+    assert np.array_equal(grey_resize(img[None], 39, crop=0.7)[0, ..., 0], read_grey(tmp_path / "c.png", 39, crop=0.7))
+    with pytest.raises(DataError, match="face.crop"):
+        read_grey(tmp_path / "c.png", 39, crop=1.5)
+    full = load_chip_sets([face_data["chipset"]], 24, cache_dir=tmp_path)
+    cropped = load_chip_sets([face_data["chipset"]], 24, cache_dir=tmp_path, crop=0.7)
+    assert len(list(tmp_path.glob("chips_*.npz"))) == 2  # the crop is part of the cache key
+    assert not np.array_equal(full.images, cropped.images)

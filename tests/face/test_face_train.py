@@ -13,12 +13,13 @@ def chips(face_data):
     return load_chip_sets([face_data["chipset"]], 32)
 
 
-@pytest.mark.parametrize("head", ["gap", "gdc"])
-def test_student_is_a_prunable_embedding_chain(head):
+@pytest.mark.parametrize("name,head", [("ds_cnn", "gap"), ("ds_cnn", "gdc"), ("ds_cnn_deep", "gap")])
+def test_student_is_a_prunable_embedding_chain(name, head):
     from atalaia.compress.prune import channel_prune
 
-    m = build_student(32, width=0.25, embedding_dim=16, head=head)
+    m = build_student(32, width=0.25, embedding_dim=16, head=head, name=name)
     assert m.output_shape == (None, 16) and m.layers[-1].name == "embedding"
+    assert sum(layer.name.endswith("_pw") for layer in m.layers) == (9 if name == "ds_cnn_deep" else 6)
     assert ("gdc_dw" in [layer.name for layer in m.layers]) == (head == "gdc")
     pruned, summary = channel_prune(m, 0.5)
     assert pruned.output_shape == (None, 16) and summary["params_after"] < summary["params_before"]
@@ -26,6 +27,8 @@ def test_student_is_a_prunable_embedding_chain(head):
     assert np.isfinite(np.asarray(pruned(x))).all()
     with pytest.raises(RecipeError, match="head"):
         build_student(32, head="flatten")
+    with pytest.raises(RecipeError, match="student.name 'code2'"):
+        build_student(32, name="code2")
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ padding=0.25)`` saved at 112x112) with
 
 (``celeba_subset_299ids`` and ``celeba_more`` are such folders; ``atalaia align`` writes chips a chip set can be
 built from). Every chip is read as grey (Pillow ``L``: the LFW copy is grey, and grey is the cheaper MCU camera
-format), resized from 112 to the student input with LANCZOS, and kept as uint8. The decoded arrays are cached
+format), optionally centre-cropped (``face.crop``), resized from 112 to the student input with LANCZOS, and
+kept as uint8. The decoded arrays are cached
 in ``cache_dir`` keyed by the folder's labels.csv content and the size, so the second run starts instantly.
 
 Unreadable chips (corrupt/truncated files, missing files) are not a crash: they are left out and listed in
@@ -65,8 +66,25 @@ class ChipSet:
         return h.hexdigest()[:16]
 
 
-def read_grey(path: str | Path, size: int) -> np.ndarray:
-    """One image file -> (size, size) uint8 grey (Pillow ``L``, LANCZOS resize). DataError if unreadable."""
+def center_crop(im: Image.Image, crop: float) -> Image.Image:
+    """Keep the centred square of side ``crop`` x the shorter side (``crop`` in (0, 1]; 1 = unchanged).
+
+    The shared chips follow dlib's ``padding=0.25``: the face box is the central 1/1.5 = 67 % of the side and
+    the rest is hair, ears and background. Cropping to ~0.7 before the resize gives a small input more pixels
+    on the face at the same MACs (measured: +1.3 LFW points at 64x64, 6 epochs)."""
+    if not 0.0 < crop <= 1.0:
+        raise DataError(f"face.crop must be in (0, 1], got {crop}")
+    if crop == 1.0:
+        return im
+    w, h = im.size
+    c = int(round(min(w, h) * crop))
+    x0, y0 = (w - c) // 2, (h - c) // 2
+    return im.crop((x0, y0, x0 + c, y0 + c))
+
+
+def read_grey(path: str | Path, size: int, crop: float = 1.0) -> np.ndarray:
+    """One image file -> (size, size) uint8 grey (Pillow ``L``, optional centre crop, LANCZOS resize).
+    DataError if unreadable."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -75,18 +93,19 @@ def read_grey(path: str | Path, size: int) -> np.ndarray:
         raise DataError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    g = center_crop(g, crop)
     if g.size != (size, size):
         g = g.resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(g, dtype=np.uint8)
 
 
-def grey_resize(chips: np.ndarray, size: int) -> np.ndarray:
+def grey_resize(chips: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
     """Aligned chips (N, H, W[, C]) uint8 (RGB or grey) -> (N, size, size, 1) uint8, same recipe as files."""
     out = np.zeros((len(chips), size, size, 1), np.uint8)
     for i, c in enumerate(np.asarray(chips)):
         if c.ndim == 3 and c.shape[2] == 1:
             c = c[..., 0]
-        im = Image.fromarray(c).convert("L")
+        im = center_crop(Image.fromarray(c).convert("L"), crop)
         if im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.LANCZOS)
         out[i, ..., 0] = np.asarray(im)
@@ -121,11 +140,12 @@ def _read_labels(root: Path) -> list[tuple[str, int]]:
     return rows
 
 
-def _load_one(root: Path, size: int, cache_dir: Path | None) -> dict:
+def _load_one(root: Path, size: int, cache_dir: Path | None, crop: float = 1.0) -> dict:
     """Decode one chip set (or load its cache). Identities stay raw (set-local) here."""
     rows = _read_labels(root)
     listing = "\n".join(f"{c},{i}" for c, i in rows)
-    key_src = f"{listing}|{size}|{CACHE_VERSION}|{root.resolve()}".encode()
+    crop_tag = "" if crop == 1.0 else f"|crop{crop:g}"
+    key_src = f"{listing}|{size}|{CACHE_VERSION}|{root.resolve()}{crop_tag}".encode()
     key = hashlib.sha256(key_src).hexdigest()[:16]
     cache = cache_dir / f"chips_{root.name}_{size}_{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -134,7 +154,7 @@ def _load_one(root: Path, size: int, cache_dir: Path | None) -> dict:
     imgs, ids, paths, skipped = [], [], [], []
     for rel, ident in rows:
         try:
-            imgs.append(read_grey(root / rel, size))
+            imgs.append(read_grey(root / rel, size, crop))
         except DataError as e:
             skipped.append((rel, str(e)))
             continue
@@ -165,7 +185,7 @@ def _load_one(root: Path, size: int, cache_dir: Path | None) -> dict:
 
 
 def load_chip_sets(roots: Sequence[str | Path], size: int, *, cache_dir: str | Path | None = None,
-                   min_images_per_identity: int = 2) -> ChipSet:
+                   min_images_per_identity: int = 2, crop: float = 1.0) -> ChipSet:
     """Load and concatenate chip sets; identities become dense labels 0..K-1 across sets (sets are assumed
     identity-disjoint, as the CelebA folders are; a set's identity 7 and another's 7 stay different).
     Identities with fewer than ``min_images_per_identity`` chips become unlabelled (-1): they still feed KD.
@@ -178,7 +198,7 @@ def load_chip_sets(roots: Sequence[str | Path], size: int, *, cache_dir: str | P
         root = Path(r)
         if not root.is_dir():
             raise DataError(f"chip set folder not found: {root}")
-        d = _load_one(root, int(size), cdir)
+        d = _load_one(root, int(size), cdir, crop)
         images.append(d["images"])
         raw_ids.append(np.stack([np.where(d["ids"] >= 0, s, -1), d["ids"]], axis=1))  # (set, identity)
         teacher.append(d["teacher"])
@@ -203,14 +223,14 @@ def load_chip_sets(roots: Sequence[str | Path], size: int, *, cache_dir: str | P
                    paths=tuple(paths), num_classes=num_classes, skipped=tuple(skipped), sources=sources)
 
 
-def load_images(paths: Sequence[str | Path], size: int) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def load_images(paths: Sequence[str | Path], size: int, crop: float = 1.0) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Read image files as (N, size, size, 1) uint8 grey; unreadable ones are zero images listed in
     ``bad`` as (path, reason) so the caller can drop the pairs that use them."""
     out = np.zeros((len(paths), size, size, 1), np.uint8)
     bad: list[tuple[str, str]] = []
     for i, p in enumerate(paths):
         try:
-            out[i, ..., 0] = read_grey(p, size)
+            out[i, ..., 0] = read_grey(p, size, crop)
         except DataError as e:
             bad.append((str(p), str(e)))
     return out, bad
@@ -234,4 +254,4 @@ def representative_inputs(images_uint8: np.ndarray, n: int, seed: int = 0) -> np
     return np.concatenate([pick, ends])
 
 
-__all__ = ["ChipSet", "representative_inputs", "grey_resize", "load_chip_sets", "load_images", "read_grey", "to_input", "TEACHER_NPZ"]
+__all__ = ["ChipSet", "center_crop", "representative_inputs", "grey_resize", "load_chip_sets", "load_images", "read_grey", "to_input", "TEACHER_NPZ"]

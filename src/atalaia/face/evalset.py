@@ -80,7 +80,7 @@ def _person_images(root: Path, name: str) -> list[str]:
 
 
 def build_eval_set(lfw_root: str | Path, pairs_file: str | Path, size: int, *, enrol_per_identity: int = 5,
-                   open_set_min_images: int = 10, seed: int = 42) -> EvalSet:
+                   open_set_min_images: int = 10, seed: int = 42, crop: float = 1.0) -> EvalSet:
     """Parse the pairs file, pick the open-set split and read every image needed at ``size`` (grey).
 
     Pairs naming a missing or unreadable image are left out and listed (``missing_pairs``), never a crash.
@@ -110,7 +110,7 @@ def build_eval_set(lfw_root: str | Path, pairs_file: str | Path, size: int, *, e
             prb += imgs
             prb_id += [name] * len(imgs)
     rel = sorted(set(pairs.left) | set(pairs.right) | set(gal) | set(prb))
-    images, bad = load_images([root / r for r in rel], size)
+    images, bad = load_images([root / r for r in rel], size, crop)
     bad_set = {str(Path(p).relative_to(root)) for p, _ in bad}
     reasons = {str(Path(p).relative_to(root)): r for p, r in bad}
     index = {r: i for i, r in enumerate(rel)}

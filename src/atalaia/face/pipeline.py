@@ -107,7 +107,7 @@ class FacePipeline(StagedRun):
         r, f = self.recipe, self.recipe.face
         size = int(r.data.image_size[0])
         cs = load_chip_sets([self._path(p) for p in f.train_sets], size, cache_dir=self.cache_dir,
-                            min_images_per_identity=f.min_images_per_identity)
+                            min_images_per_identity=f.min_images_per_identity, crop=f.crop)
         if cs.skipped:
             self.log(f"[data] {len(cs.skipped)} training chip(s) unreadable, left out (listed in report)")
         idx = np.arange(len(cs))
@@ -131,7 +131,7 @@ class FacePipeline(StagedRun):
                 "identities": num_classes, "chips_without_teacher": no_teacher,
                 "skipped": [{"path": p, "reason": why} for p, why in cs.skipped],
                 "fingerprint": cs.fingerprint(), "subsampled_to": f.max_train_chips,
-                "image_size": [size, size], "channels": 1}
+                "image_size": [size, size], "channels": 1, "crop": f.crop}
         return images, dense, teacher, num_classes, info
 
     def _teacher_lfw(self, ev: EvalSet) -> tuple[np.ndarray, dict]:
@@ -232,7 +232,7 @@ class FacePipeline(StagedRun):
         pairs_file = Path(f.pairs) if Path(f.pairs).is_absolute() else lfw_root / f.pairs
         t0 = time.perf_counter()
         ev = build_eval_set(lfw_root, pairs_file, size, enrol_per_identity=f.enrol_per_identity,
-                            open_set_min_images=f.open_set_min_images, seed=r.seed)
+                            open_set_min_images=f.open_set_min_images, seed=r.seed, crop=f.crop)
         if ev.missing_pairs:
             self.log(f"[data] {len(ev.missing_pairs)} of {ev.n_declared} LFW pairs left out "
                      f"(missing/unreadable image; listed in the report)")

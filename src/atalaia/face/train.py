@@ -66,6 +66,10 @@ class TrainLog:
         return {"epochs": self.epochs, "seconds": self.seconds}
 
 
+# students (functions of `atalaia.models.students`) that build_student can cut into an embedding model
+FACE_STUDENTS = ("ds_cnn", "ds_cnn_deep")
+
+
 def build_student(input_size: int, *, width: float = 1.0, embedding_dim: int = 128, channels: int = 1,
                   name: str = "ds_cnn", head: str = "gdc"):
     """Embedding model (input (S, S, C) float [0, 1] -> linear `embedding` (D,)).
@@ -81,11 +85,11 @@ def build_student(input_size: int, *, width: float = 1.0, embedding_dim: int = 1
 
     from atalaia.models import students
 
-    if name != "ds_cnn":
-        raise RecipeError(f"face students: only 'ds_cnn' is supported (got '{name}')")
+    if name not in FACE_STUDENTS:
+        raise RecipeError(f"face students: one of {', '.join(FACE_STUDENTS)} (got student.name '{name}')")
     if head not in ("gap", "gdc"):
         raise RecipeError(f"face student head must be 'gap' or 'gdc', got '{head}'")
-    full = students.ds_cnn(num_classes=2, input_shape=(input_size, input_size, channels), width=width,
+    full = getattr(students, name)(num_classes=2, input_shape=(input_size, input_size, channels), width=width,
                            embedding_dim=embedding_dim, dropout=0.0)
     if head == "gap":
         x = full.get_layer("embedding").output
@@ -96,7 +100,7 @@ def build_student(input_size: int, *, width: float = 1.0, embedding_dim: int = 1
         x = layers.BatchNormalization(momentum=students.BN_MOMENTUM, name="gdc_bn")(x)
         x = layers.Flatten(name="gdc_flat")(x)
         x = layers.Dense(embedding_dim, name="embedding")(x)
-    return keras.Model(full.inputs[0], x, name=f"face_ds_cnn_{head}_{input_size}_w{width:g}_d{embedding_dim}")
+    return keras.Model(full.inputs[0], x, name=f"face_{name}_{head}_{input_size}_w{width:g}_d{embedding_dim}")
 
 
 def _augment(tf, x, seed_gen):

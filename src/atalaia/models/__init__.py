@@ -18,6 +18,7 @@ _REGISTRY: dict[str, Callable[..., keras.Model]] = {
     "code2": students.code2,
     "code3": students.code3,
     "ds_cnn": students.ds_cnn,
+    "ds_cnn_deep": students.ds_cnn_deep,
     "teacher_resnet": teachers.teacher_resnet,
 }
 

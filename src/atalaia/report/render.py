@@ -574,6 +574,29 @@ _PLOTTERS: dict[str, tuple[Callable[[dict[str, Any]], bytes | None], str]] = {
 Block = tuple[Any, ...]
 
 
+def _face_dataset_items(train: dict[str, Any], ev: dict[str, Any]) -> list[str]:
+    """Dataset lines for a verification run: training chip sets (what the student saw) and the LFW evaluation."""
+    items = []
+    for src, n in (train.get("sources") or {}).items():
+        items.append(f"training chip set: {src} ({fmt(n, 'int')} chips)")
+    if train.get("chips") is not None:
+        items.append(f"training: {fmt(train['chips'], 'int')} chips, {fmt(train.get('identities'), 'int')} identities "
+                     f"(margin head), {fmt(train.get('unlabelled'), 'int')} unlabelled (KD only), "
+                     f"{fmt(len(train.get('skipped') or []), 'int')} unreadable (left out), "
+                     f"{fmt(train.get('chips_without_teacher'), 'int')} without a teacher embedding")
+    if ev:
+        items.append(f"evaluation: {ev.get('pairs_file')}: {fmt(ev.get('pairs_used'), 'int')} of "
+                     f"{fmt(ev.get('pairs_declared'), 'int')} pairs used ({fmt(ev.get('pairs_missing'), 'int')} "
+                     f"name a missing/unreadable image), {fmt(ev.get('images'), 'int')} images")
+        os_ = ev.get("open_set") or {}
+        if os_:
+            items.append(f"open set: {fmt(os_.get('enrolled_people'), 'int')} people enrolled "
+                         f"({fmt(os_.get('gallery_templates'), 'int')} templates), "
+                         f"{fmt(os_.get('genuine_probes'), 'int')} genuine and {fmt(os_.get('impostor_probes'), 'int')} "
+                         "stranger probes")
+    return items
+
+
 def _document(report: dict[str, Any], plots: dict[str, bytes]) -> list[Block]:
     doc: list[Block] = [("h1", f"AtalaIA report — {report.get('recipe_name', '?')}")]
     meta = []
@@ -593,7 +616,10 @@ def _document(report: dict[str, Any], plots: dict[str, bytes]) -> list[Block]:
             items.append(f"root: {ds['root']}")
         if ds.get("num_classes") is not None:
             items.append(f"classes: {fmt(ds.get('num_classes'), 'int')}")
-        splits = [f"{k} {fmt(ds.get(k), 'int')}" for k in ("train", "val", "test") if ds.get(k) is not None]
+        if isinstance(ds.get("train"), dict):  # face pipeline: chip sets for training, LFW for evaluation
+            items += _face_dataset_items(ds["train"], ds.get("eval") or {})
+        splits = [f"{k} {fmt(ds.get(k), 'int')}" for k in ("train", "val", "test")
+                  if ds.get(k) is not None and not isinstance(ds.get(k), dict)]
         if splits:
             items.append("images: " + ", ".join(splits))
         if ds.get("image_size"):
