@@ -136,15 +136,24 @@ def export(
     from atalaia.deploy.tflite import op_names
 
     get_target(target)
-    stage = run_dir / "int8"
+    # closed-set runs have an `int8` stage; face-verification runs `int8_litert` (+ face_model.json)
+    stage = next((run_dir / s for s in ("int8", "int8_litert") if (run_dir / s / "DONE.json").is_file()),
+                 run_dir / "int8")
     blob_path = stage / "model.tflite"
     if not (stage / "DONE.json").is_file() or not blob_path.is_file():
         raise AtalaiaError(f"no finished int8 stage in '{run_dir}' (expected {stage}); run `atalaia run` first")
+    if not (stage / "self_test.npz").is_file():
+        raise AtalaiaError(f"{stage} has no self_test.npz (made by an older AtalaIA): re-run the stage with "
+                           "`atalaia run --force` or delete its DONE.json")
     blob = blob_path.read_bytes()
     out_dir = out or run_dir / "export"
     paths = list(write_c_array(blob, out_dir, name))
     metrics = json.loads((stage / "metrics.json").read_text())
     test = np.load(stage / "self_test.npz")
+    if (stage / "face_model.json").is_file():
+        from atalaia.deploy.carray import write_face_header
+
+        paths.append(write_face_header(json.loads((stage / "face_model.json").read_text()), out_dir))
     paths += write_esp_idf_project(
         blob, out_dir / f"esp-idf-{target}", ops=op_names(blob), arena_bytes=metrics["result"]["arena_bytes"],
         sample_input_q=test["input_q"], expected_output_q=test["output_q"], target=target)

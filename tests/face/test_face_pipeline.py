@@ -44,7 +44,7 @@ def test_bundled_lfw_recipe_loads():
 
 @pytest.mark.slow
 def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
-    r = _recipe(face_data, tmp_path)
+    r = _recipe(face_data, tmp_path, **{"face.crop": 0.8, "student.name": "ds_cnn_deep"})
     logs: list[str] = []
     rep = FacePipeline(r, tmp_path / "run", log=logs.append).run()
     assert [s["stage"] for s in rep["stages"]] == list(STAGES)
@@ -70,3 +70,17 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     rep2 = FacePipeline(r, tmp_path / "run", log=logs.append).run()
     assert sum("already done" in m for m in logs) == len(STAGES)
     assert rep2["verification"]["models"]["student"]["acc_mean"] == ver["models"]["student"]["acc_mean"]
+
+    # export: C array + face constants + firmware project, from the face run's int8 stage
+    from typer.testing import CliRunner
+
+    from atalaia.cli import app
+
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "exp")])
+    assert res.exit_code == 0, res.output
+    header = (tmp_path / "exp" / "face_model.h").read_text()
+    facts = json.loads((tmp_path / "run" / "int8_litert" / "face_model.json").read_text())
+    assert facts["crop"] == 0.8 and facts["input_size"] == 32
+    assert "#define ATALAIA_FACE_INPUT_SIZE 32" in header and "#define ATALAIA_FACE_CROP 0.8f" in header
+    assert f"{facts['threshold_far_1e-3']:.9g}f" in header
+    assert (tmp_path / "exp" / "model_data.cc").is_file() and (tmp_path / "exp" / "esp-idf-esp32s3").is_dir()

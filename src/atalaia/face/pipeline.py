@@ -19,6 +19,7 @@ report's `verification` section. Run folder: `recipe.yaml`, `<stage>/...`, `plot
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -55,6 +56,23 @@ NOTES = [
     "Teacher row: dlib's ResNet (not an MCU model): flash = its .dat weight file, params = file bytes / 4 "
     "(approximate), MACs not counted (0), host latency = dlib CPU time per 150x150 chip.",
 ]
+
+
+def face_model_facts(r: Recipe, runner, ver: dict) -> dict[str, Any]:
+    """What a device needs besides the .tflite to produce comparable embeddings and decide: the preprocessing
+    (chip recipe, grey, centre crop, size, input quantization) and the match thresholds chosen on LFW."""
+    f = r.face
+    return {
+        "chip": "dlib 5-point alignment, get_face_chip(size=150, padding=0.25), resized to 112x112 (atalaia align)",
+        "grey": True, "crop": f.crop, "input_size": int(r.data.image_size[0]),
+        "resize": "LANCZOS (Pillow)",
+        "input_scale": float(runner.input_scale), "input_zero_point": int(runner.input_zero_point),
+        "output_scale": float(runner.output_scale), "output_zero_point": int(runner.output_zero_point),
+        "embedding_dim": int(f.embedding_dim), "score": "cosine similarity of the dequantized embeddings",
+        "threshold_lfw_accuracy": float(ver["threshold"]),
+        "threshold_far_1e-3": float(ver.get("threshold_at_far_0.001", float("nan"))),
+        "threshold_far_1e-2": float(ver.get("threshold_at_far_0.01", float("nan"))),
+    }
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -327,6 +345,9 @@ class FacePipeline(StagedRun):
             self._emb["int8_litert"] = emb
             ver, _ = verification_summary(emb, ev)
             rep_t = check_tflm(blob, xq[: min(32, len(xq))])
+            # one LFW chip + its host int8 embedding: the firmware's on-device self-test (`atalaia export`)
+            _save_npz(d / "self_test.npz", input_q=xq[:1], output_q=raw[:1])
+            atomic_write_text(d / "face_model.json", json.dumps(face_model_facts(r, runner, ver), indent=2))
             fl = self._embeddings(final)
             agree = float(np.mean(np.sum(_unit(fl) * _unit(emb), axis=1)))
             res = self._row("int8_litert", model.name, "int8", blob, self.results[final].params, ver,
