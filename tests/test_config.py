@@ -65,3 +65,17 @@ def test_section_hash_changes_only_with_its_section():
 def test_missing_recipe_file():
     with pytest.raises(RecipeError, match="not found"):
         load_recipe("/nonexistent/recipe.yaml")
+
+
+def test_saved_recipe_has_absolute_data_paths(tmp_path):
+    (tmp_path / "faces").mkdir()
+    src = _write(tmp_path, "task: verification\ndata: {root: faces, image_size: [32, 32], channels: 1}\n"
+                           "face: {train_sets: [faces], lfw_root: lfw}\n")
+    r = load_recipe(src)
+    text = dump_recipe(r)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    again = load_recipe(_write(other, text))
+    assert again.data_root() == r.data_root() == (tmp_path / "faces").resolve()
+    assert again.face.train_sets == (str((tmp_path / "faces").resolve()),)
+    assert again.face.lfw_root == str((tmp_path / "lfw").resolve()) and again.face.cache_dir == ""

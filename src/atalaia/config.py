@@ -333,4 +333,17 @@ def validate(r: Recipe) -> None:
 
 
 def dump_recipe(r: Recipe) -> str:
-    return yaml.safe_dump(r.to_dict(), sort_keys=False)
+    """The recipe as YAML with every data path made absolute, so the copy saved in a run folder reproduces the
+    run from wherever it is loaded (relative paths in a recipe file resolve next to that file)."""
+    d = r.to_dict()
+
+    def absolute(p: str) -> str:
+        if not p or p.startswith("bundled:") or Path(p).expanduser().is_absolute():
+            return p
+        return str((Path(r.base_dir) / Path(p).expanduser()).resolve())
+
+    d["data"]["root"] = absolute(d["data"]["root"])
+    f = d["face"]
+    f["train_sets"] = [absolute(p) for p in f["train_sets"]]
+    f["lfw_root"], f["cache_dir"] = absolute(f["lfw_root"]), absolute(f["cache_dir"])
+    return yaml.safe_dump(d, sort_keys=False)
