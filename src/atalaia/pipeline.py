@@ -254,7 +254,7 @@ class Pipeline(StagedRun):
         rng = np.random.default_rng(r.seed)
         train_x = to_float(ctx.split.train.images)
         rep = train_x[rng.permutation(len(train_x))[: r.quantize.representative_samples]]
-        blob = convert_int8(model, rep, per_channel=r.quantize.per_channel)
+        blob = convert_int8(model, rep, per_channel=r.quantize.per_channel, strip=r.quantize.strip_strings)
         atomic_write_bytes(d / "model.tflite", blob)
         runner = TFLiteRunner(blob)
         x_test = to_float(ctx.split.test.images)

@@ -71,3 +71,24 @@ def test_op_names_without_interpreter(calibration_blob):
     assert len(ops) == 31 and ops.count("DEPTHWISE_CONV_2D") == 14 and ops[-1] == "SOFTMAX"  # 1st: Cin=1 conv as DW
     with pytest.raises(DeployError, match="LiteRT cannot load"):
         TFLiteRunner(blob)  # per-axis metadata LiteRT refuses: why op_names parses the flatbuffer itself
+
+
+def test_strip_strings_shrinks_keeps_outputs_and_aligns_weights(tiny_model, tiny_images, tiny_int8_blob):
+    from atalaia.deploy.tflite import BUFFER_ALIGNMENT, _root, buffer_data_offsets, strip_strings
+    from atalaia.deploy.tflm import check_tflm
+
+    named = convert_int8(tiny_model, tiny_images, strip=False)
+    assert len(tiny_int8_blob) < len(named)  # stripped by default
+    assert strip_strings(named) == tiny_int8_blob  # deterministic: same bytes as the default conversion
+    root = _root(tiny_int8_blob)
+    g = root.Subgraphs(0)
+    assert all(not g.Tensors(i).Name() for i in range(g.TensorsLength())) and root.SignatureDefsLength() == 0
+    offsets = buffer_data_offsets(tiny_int8_blob)
+    assert offsets and all(o % BUFFER_ALIGNMENT == 0 for o in offsets)
+    assert op_names(named) == op_names(tiny_int8_blob)
+    a, b = TFLiteRunner(named), TFLiteRunner(tiny_int8_blob)
+    xq = a.quantize_input(tiny_images)
+    assert np.array_equal(a.predict_raw(xq), b.predict_raw(xq))
+    assert (a.input_scale, a.output_scale) == (b.input_scale, b.output_scale)
+    rep = check_tflm(tiny_int8_blob, xq[:4])  # runs in the TFLM interpreter, bit-exact with LiteRT
+    assert rep.parity_max_abs_diff_steps == 0

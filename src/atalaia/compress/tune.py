@@ -676,7 +676,8 @@ def _make_objective(recipe: Recipe, space: SearchSpace, data: _Data, teacher: An
 
         x = to_float(data.split.train.images)
         rep = x[np.random.default_rng(recipe.seed).permutation(len(x))[: recipe.quantize.representative_samples]]
-        blob = convert_int8(student, rep, per_channel=recipe.quantize.per_channel)
+        blob = convert_int8(student, rep, per_channel=recipe.quantize.per_channel,
+                            strip=recipe.quantize.strip_strings)
         macs = count_macs(blob)
         lat = float(estimate_latency_ms(macs["by_op"], macs["n_ops"], target))
         trial.set_user_attr("macs", int(macs["total"]))

@@ -94,12 +94,14 @@ def convert_float(model: keras.Model) -> bytes:
             raise DeployError(f"float32 TFLite conversion of {model.name!r} failed: {e}") from e
 
 
-def convert_int8(model: keras.Model, representative: np.ndarray, *, per_channel: bool = True) -> bytes:
+def convert_int8(model: keras.Model, representative: np.ndarray, *, per_channel: bool = True,
+                 strip: bool = True) -> bytes:
     """Full-integer post-training quantization: int8 weights, activations, input and output.
 
     `representative` is a float32 array (N, H, W, C) of *preprocessed* inputs (exactly what the model sees);
     they are fed one at a time (batch 1) to calibrate activation ranges. A few hundred images is plenty.
     `per_channel=False` forces per-tensor weight scales (smaller metadata, usually lower accuracy).
+    `strip=True` removes tensor names and signatures (`strip_strings`): flash the MCU would waste.
     """
     import tensorflow as tf
 
@@ -124,12 +126,105 @@ def convert_int8(model: keras.Model, representative: np.ndarray, *, per_channel:
         if not per_channel:
             conv._experimental_disable_per_channel = True
         try:
-            return _convert(conv)
+            blob = _convert(conv)
         except Exception as e:
             raise DeployError(
                 f"int8 conversion of {model.name!r} failed: {e}. Every layer needs an int8 builtin kernel; "
                 "replace unsupported layers (e.g. custom activations) with standard Keras layers"
             ) from e
+    return strip_strings(blob) if strip else blob
+
+
+BUFFER_ALIGNMENT = 16  # weight-buffer alignment written by strip_strings (the schema's force_align)
+
+
+def strip_strings(blob: bytes) -> bytes:
+    """Drop what TFLM never reads: tensor names, subgraph names, the description and signature defs.
+
+    Keras-derived tensor names (``model/layer/batchnorm/mul_1;model/layer/depthwise;...``) take ~4 % of a small
+    int8 model's bytes, and every byte of the `.tflite` is flash on the MCU. Operators, tensors, quantization
+    and weights are untouched (outputs are bit-identical). The flatbuffer is rebuilt with every weight buffer
+    16-byte aligned (the schema's force_align; the generated Python packer would use 1): an unaligned int32
+    bias can fault an Xtensa core.
+    """
+    import flatbuffers
+
+    schema = _schema()
+    m = schema.ModelT.InitFromObj(_root(blob))
+    m.description = None
+    m.signatureDefs = None
+    for sg in m.subgraphs or []:
+        sg.name = None
+        for t in sg.tensors or []:
+            t.name = None
+    payloads = []
+    for b in m.buffers or []:  # pack the data ourselves (aligned); the generated Pack would align to 1
+        data = None if b.data is None else np.asarray(b.data, np.uint8).tobytes()
+        payloads.append(data)
+        b.data = None
+    builder = flatbuffers.Builder(len(blob) + 1024)
+    offsets = [_aligned_bytes_vector(builder, d) if d is not None else None for d in payloads]
+
+    def pack_buffer(buf: Any, off: int | None) -> int:
+        schema.BufferStart(builder)
+        if off is not None:
+            schema.BufferAddData(builder, off)
+        schema.BufferAddOffset(builder, buf.offset)
+        schema.BufferAddSize(builder, buf.size)
+        return schema.BufferEnd(builder)
+
+    packed = [pack_buffer(b, o) for b, o in zip(m.buffers or [], offsets, strict=True)]
+    bufs = m.buffers
+    m.buffers = None
+    # pack the rest with the generated object API, then splice the buffers vector in
+    model_off = _pack_model_with_buffers(builder, m, packed)
+    builder.Finish(model_off, file_identifier=b"TFL3")
+    m.buffers = bufs
+    out = bytes(builder.Output())
+    if not all(a % BUFFER_ALIGNMENT == 0 for a in buffer_data_offsets(out)):
+        raise DeployError("strip_strings produced an unaligned weight buffer (please report this)")
+    return out
+
+
+def _aligned_bytes_vector(builder: Any, data: bytes) -> int:
+    builder.StartVector(1, len(data), BUFFER_ALIGNMENT)
+    builder.head = builder.head - len(data)
+    builder.Bytes[builder.head : builder.head + len(data)] = data
+    return builder.EndVector(len(data)) if _end_vector_takes_len(builder) else builder.EndVector()
+
+
+def _end_vector_takes_len(builder: Any) -> bool:
+    import inspect
+
+    return len(inspect.signature(builder.EndVector).parameters) >= 1
+
+
+def _pack_model_with_buffers(builder: Any, m: Any, packed_buffers: list[int]) -> int:
+    """`ModelT.Pack` with a pre-built buffers vector (everything else from the generated code)."""
+    schema = _schema()
+    schema.ModelStartBuffersVector(builder, len(packed_buffers))
+    for off in reversed(packed_buffers):
+        builder.PrependUOffsetTRelative(off)
+    buffers_vec = builder.EndVector(len(packed_buffers)) if _end_vector_takes_len(builder) else builder.EndVector()
+    orig_add = schema.ModelAddBuffers
+    try:
+        schema.ModelAddBuffers = lambda b, _unused: orig_add(b, buffers_vec)
+        m.buffers = []  # non-None so Pack calls ModelAddBuffers (with our vector); empty so it builds nothing
+        return m.Pack(builder)
+    finally:
+        schema.ModelAddBuffers = orig_add
+
+
+def buffer_data_offsets(blob: bytes) -> list[int]:
+    """Absolute byte offsets of every non-empty weight buffer's data in a `.tflite` (for alignment checks)."""
+    root = _root(blob)
+    out = []
+    for i in range(root.BuffersLength()):
+        b = root.Buffers(i)
+        o = b._tab.Offset(4)  # field `data`
+        if o and b.DataLength():
+            out.append(b._tab.Vector(o))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- graph parsing

@@ -335,7 +335,7 @@ class FacePipeline(StagedRun):
             from atalaia.face.data import representative_inputs
 
             rep = representative_inputs(images, r.quantize.representative_samples, r.seed)
-            blob = convert_int8(model, rep, per_channel=r.quantize.per_channel)
+            blob = convert_int8(model, rep, per_channel=r.quantize.per_channel, strip=r.quantize.strip_strings)
             atomic_write_bytes(d / "model.tflite", blob)
             runner = TFLiteRunner(blob)
             xq = runner.quantize_input(ev.images.astype(np.float32) / 255.0)
