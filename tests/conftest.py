@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# ../shared beside the repo (CI and the workstation); a clone elsewhere falls back to the workstation copy
+SHARED = next((p for p in (REPO.parent / "shared", Path("/work/shared")) if p.is_dir()), REPO.parent / "shared")
 
 
 def make_identity_folder(root: Path, n_ids: int = 4, per_id: int = 8, size: int = 24, seed: int = 0) -> Path:

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
-SHARED_DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+# ../shared beside the repo (CI and the workstation); a clone elsewhere falls back to the workstation copy
+SHARED_DATASETS = next((p for p in (Path(__file__).resolve().parents[3] / "shared" / "datasets",
+                         Path("/work/shared/datasets")) if p.is_dir()), Path("/work/shared/datasets"))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ pytest.importorskip("dlib")
 from atalaia.models.dlib_teacher import DlibEmbedder, EmbeddingCache, chip_key  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+# ../shared beside the repo (CI and the workstation); a clone elsewhere falls back to the workstation copy
+SHARED = next((p for p in (Path(__file__).resolve().parents[3] / "shared" / "datasets",
+                Path("/work/shared/datasets")) if p.is_dir()), Path("/work/shared/datasets"))
 LFW_FIX = ["Abel_Pacheco_0001.jpg", "Abel_Pacheco_0004.jpg", "Akhmed_Zakayev_0001.jpg"]
 
 
