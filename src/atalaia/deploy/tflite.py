@@ -174,12 +174,7 @@ def strip_strings(blob: bytes) -> bytes:
         return schema.BufferEnd(builder)
 
     packed = [pack_buffer(b, o) for b, o in zip(m.buffers or [], offsets, strict=True)]
-    bufs = m.buffers
-    m.buffers = None
-    # pack the rest with the generated object API, then splice the buffers vector in
-    model_off = _pack_model_with_buffers(builder, m, packed)
-    builder.Finish(model_off, file_identifier=b"TFL3")
-    m.buffers = bufs
+    builder.Finish(_pack_model_with_buffers(builder, m, packed), file_identifier=b"TFL3")
     out = bytes(builder.Output())
     if not all(a % BUFFER_ALIGNMENT == 0 for a in buffer_data_offsets(out)):
         raise DeployError("strip_strings produced an unaligned weight buffer (please report this)")
@@ -190,22 +185,19 @@ def _aligned_bytes_vector(builder: Any, data: bytes) -> int:
     builder.StartVector(1, len(data), BUFFER_ALIGNMENT)
     builder.head = builder.head - len(data)
     builder.Bytes[builder.head : builder.head + len(data)] = data
-    return builder.EndVector(len(data)) if _end_vector_takes_len(builder) else builder.EndVector()
-
-
-def _end_vector_takes_len(builder: Any) -> bool:
-    import inspect
-
-    return len(inspect.signature(builder.EndVector).parameters) >= 1
+    return builder.EndVector()
 
 
 def _pack_model_with_buffers(builder: Any, m: Any, packed_buffers: list[int]) -> int:
-    """`ModelT.Pack` with a pre-built buffers vector (everything else from the generated code)."""
+    """`ModelT.Pack` with a pre-built buffers vector (everything else from the generated code).
+
+    The generated Pack writes fields between ModelStart and ModelEnd, so the only way to hand it our aligned
+    buffers is to swap `ModelAddBuffers` for the duration of the call."""
     schema = _schema()
     schema.ModelStartBuffersVector(builder, len(packed_buffers))
     for off in reversed(packed_buffers):
         builder.PrependUOffsetTRelative(off)
-    buffers_vec = builder.EndVector(len(packed_buffers)) if _end_vector_takes_len(builder) else builder.EndVector()
+    buffers_vec = builder.EndVector()
     orig_add = schema.ModelAddBuffers
     try:
         schema.ModelAddBuffers = lambda b, _unused: orig_add(b, buffers_vec)
