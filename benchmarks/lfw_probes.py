@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 SHARED_DATASETS = Path("/work/shared/datasets")  # the shared workstation's copies (default only there)
 
 BASE = {"width": 1.0, "crop": 1.0, "kd_weight": 4.0, "rkd_weight": 4.0, "learning_rate": 0.003,
-        "name": "ds_cnn"}
+        "name": "ds_cnn", "center_teacher": False}
 # name -> changes against BASE (the previous recipe); the last one is the combination the recipe now uses
 PROBES: dict[str, dict] = {
     "base": {},
@@ -46,6 +46,15 @@ PROBES: dict[str, dict] = {
     "deep": {"name": "ds_cnn_deep"},
     "w1.5+crop0.7+kd16+lr0.006": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0,
                                   "learning_rate": 0.006},
+    # the KD targets centred (TrainSpec.center_teacher): raw dlib embeddings are 91 % one common direction
+    "recipe+center": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
+                      "center_teacher": True},
+    "recipe+center+kd_only": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0,
+                              "learning_rate": 0.006, "center_teacher": True, "ce_weight": 0.0},
+    "center+res1.25": {"width": 1.25, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0,
+                       "learning_rate": 0.006, "center_teacher": True, "name": "ds_res"},
+    "recipe+center+kd48": {"width": 1.5, "crop": 0.7, "kd_weight": 48.0, "rkd_weight": 48.0,
+                           "learning_rate": 0.006, "center_teacher": True},
 }
 
 

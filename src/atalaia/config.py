@@ -140,6 +140,7 @@ class FaceConfig:
     rkd_weight: float = 1.0  # relational KD: in-batch cosine-similarity matrices
     kd_projection: bool = False  # force the learned projection even when embedding_dim == 128 (always on otherwise)
     head_init: str = "teacher"  # margin head init: teacher class centroids (shared 128-d space) | random
+    center_teacher: bool = True  # distil the teacher embeddings minus their mean (dlib's are 91 % one direction)
     student_head: str = "gdc"  # gdc (global depthwise conv, MobileFaceNet-style) | gap (global average pooling)
     augment: bool = True
     warmup_epochs: float = 1.0

@@ -5,7 +5,7 @@ import pytest
 
 from atalaia.errors import RecipeError
 from atalaia.face.data import load_chip_sets
-from atalaia.face.train import TrainSpec, build_student, embed, train_embedding
+from atalaia.face.train import TrainSpec, build_student, embed, kd_targets, train_embedding
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,36 @@ def test_student_is_a_prunable_embedding_chain(name, head):
         build_student(32, head="flatten")
     with pytest.raises(RecipeError, match="student.name 'code2'"):
         build_student(32, name="code2")
+
+
+def test_residual_student_adds_shortcuts_and_is_refused_by_channel_pruning():
+    from atalaia.compress.prune import channel_prune
+
+    m = build_student(32, width=0.25, embedding_dim=16, name="ds_res")
+    adds = [layer.name for layer in m.layers if layer.name.endswith("_add")]
+    # DS_CNN_DEEP_BLOCKS: (64,1) after (64,2), (64,1) again, three (128,1) after (128,2) keep their shape
+    assert adds == ["ds2_add", "ds3_add", "ds5_add", "ds6_add", "ds7_add"]
+    assert m.output_shape == (None, 16)
+    with pytest.raises(RecipeError, match="chain"):
+        channel_prune(m, 0.5)
+
+
+def test_kd_targets_remove_the_shared_teacher_direction():
+    rng = np.random.default_rng(0)
+    common = 3.0 * rng.standard_normal(128)
+    ids = rng.standard_normal((4, 128))
+    emb = (common + ids[np.repeat(np.arange(4), 5)] + 0.1 * rng.standard_normal((20, 128))).astype(np.float32)
+    emb[7] = np.nan
+    raw, ok = kd_targets(emb, center=False)
+    cen, ok2 = kd_targets(emb, center=True)
+    assert ok.tolist() == ok2.tolist() and not ok[7] and ok.sum() == 19
+    assert np.allclose(np.linalg.norm(cen[ok], axis=1), 1.0, atol=1e-5) and not cen[7].any()
+    diff = np.repeat(np.arange(4), 5)[:, None] != np.repeat(np.arange(4), 5)[None, :]
+    pair = diff & ok[:, None] & ok[None, :]
+    assert (raw @ raw.T)[pair].mean() > 0.8  # raw: everyone looks alike
+    assert abs((cen @ cen.T)[pair].mean()) < 0.4  # centred: different people are far apart
+    same = ~diff & ok[:, None] & ok[None, :] & ~np.eye(20, dtype=bool)
+    assert (cen @ cen.T)[same].mean() > 0.9
 
 
 @pytest.mark.slow

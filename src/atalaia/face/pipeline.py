@@ -235,7 +235,7 @@ class FacePipeline(StagedRun):
                     weight_decay=r.train.weight_decay, warmup_epochs=f.warmup_epochs, margin=f.margin,
                     margin_m=f.margin_m, margin_s=f.margin_s, ce_weight=f.ce_weight, kd_weight=f.kd_weight,
                     rkd_weight=f.rkd_weight, kd_projection=f.kd_projection, head_init=f.head_init,
-                    augment=f.augment, seed=r.seed)
+                    center_teacher=f.center_teacher, augment=f.augment, seed=r.seed)
         base.update(over)
         return TrainSpec(**base)
 

@@ -19,6 +19,7 @@ _REGISTRY: dict[str, Callable[..., keras.Model]] = {
     "code3": students.code3,
     "ds_cnn": students.ds_cnn,
     "ds_cnn_deep": students.ds_cnn_deep,
+    "ds_res": students.ds_res,
     "teacher_resnet": teachers.teacher_resnet,
 }
 

@@ -66,21 +66,27 @@ DS_CNN_DEEP_BLOCKS: tuple[tuple[int, int], ...] = (
 
 def ds_cnn(*, num_classes: int, input_shape, width: float = 1.0, embedding_dim: int | None = None,
            dropout: float = 0.2, blocks: tuple[tuple[int, int], ...] = DS_CNN_BLOCKS,
-           name: str = "ds_cnn") -> keras.Model:
+           residual: bool = False, name: str = "ds_cnn") -> keras.Model:
     """Depthwise-separable CNN: conv3x3 stem, DS blocks (dw3x3-BN-ReLU-pw1x1-BN-ReLU), GAP, dense.
 
-    `blocks` lists (pointwise channels, stride) per block (before the width multiplier)."""
+    `blocks` lists (pointwise channels, stride) per block (before the width multiplier). `residual` adds an
+    identity shortcut around every block that keeps its shape (stride 1, same channels): deep plain chains
+    train slowly, shortcuts cost no weights and one int8 ADD each. The model is then no longer a chain, so
+    structured channel pruning refuses it."""
     inp = keras.Input(shape=input_shape, name="image")
     stem_stride = 2 if min(input_shape[:2]) >= 64 else 1
     x = layers.Conv2D(_ch(16, width), 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv")(inp)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for i, (c, s) in enumerate(blocks):
+        shortcut = x
         x = layers.DepthwiseConv2D(3, strides=s, padding="same", use_bias=False, name=f"ds{i}_dw")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"ds{i}_dw_bn")(x)
         x = layers.ReLU(name=f"ds{i}_dw_relu")(x)
         x = layers.Conv2D(_ch(c, width), 1, use_bias=False, name=f"ds{i}_pw")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"ds{i}_pw_bn")(x)
+        if residual and s == 1 and shortcut.shape[-1] == x.shape[-1]:
+            x = layers.Add(name=f"ds{i}_add")([shortcut, x])
         x = layers.ReLU(name=f"ds{i}_pw_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
@@ -96,3 +102,11 @@ def ds_cnn_deep(*, num_classes: int, input_shape, width: float = 1.0, embedding_
     """`ds_cnn` with the 9 blocks of `DS_CNN_DEEP_BLOCKS` (for experiments; see the note above)."""
     return ds_cnn(num_classes=num_classes, input_shape=input_shape, width=width, embedding_dim=embedding_dim,
                   dropout=dropout, blocks=DS_CNN_DEEP_BLOCKS, name="ds_cnn_deep")
+
+
+def ds_res(*, num_classes: int, input_shape, width: float = 1.0, embedding_dim: int | None = None,
+           dropout: float = 0.2) -> keras.Model:
+    """`ds_cnn_deep` with identity shortcuts around its shape-keeping blocks (`ds_cnn(residual=True)`)."""
+    return ds_cnn(num_classes=num_classes, input_shape=input_shape, width=width, embedding_dim=embedding_dim,
+                  dropout=dropout, blocks=DS_CNN_DEEP_BLOCKS, residual=True, name="ds_res")
+
