@@ -53,6 +53,10 @@ PROBES: dict[str, dict] = {
                               "learning_rate": 0.006, "center_teacher": True, "ce_weight": 0.0},
     "center+res1.25": {"width": 1.25, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0,
                        "learning_rate": 0.006, "center_teacher": True, "name": "ds_res"},
+    "center+akd4": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
+                    "center_teacher": True, "anchor_kd_weight": 4.0},
+    "center+pk4": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
+                   "center_teacher": True, "images_per_identity": 4},
     "recipe+center+kd48": {"width": 1.5, "crop": 0.7, "kd_weight": 48.0, "rkd_weight": 48.0,
                            "learning_rate": 0.006, "center_teacher": True},
 }

@@ -141,6 +141,9 @@ class FaceConfig:
     kd_projection: bool = False  # force the learned projection even when embedding_dim == 128 (always on otherwise)
     head_init: str = "teacher"  # margin head init: teacher class centroids (shared 128-d space) | random
     center_teacher: bool = True  # distil the teacher embeddings minus their mean (dlib's are 91 % one direction)
+    anchor_kd_weight: float = 0.0  # KD of the similarity to every training identity's centroid (0 = off)
+    anchor_kd_scale: float = 10.0  # 1 / temperature of that softmax
+    images_per_identity: int = 0  # K >= 2: batches of batch_size / K identities x K chips; 0 = random batches
     student_head: str = "gdc"  # gdc (global depthwise conv, MobileFaceNet-style) | gap (global average pooling)
     augment: bool = True
     warmup_epochs: float = 1.0
@@ -315,7 +318,11 @@ def validate(r: Recipe) -> None:
         (0.3 <= r.face.crop <= 1.0, "face.crop must be in [0.3, 1] (fraction of the chip side kept, centred)"),
         (r.face.margin in ("cosface", "arcface", "none"), "face.margin must be cosface, arcface or none"),
         (r.face.margin_s > 0 and 0.0 <= r.face.margin_m < 1.0, "face.margin_s must be > 0, face.margin_m in [0, 1)"),
-        (min(r.face.ce_weight, r.face.kd_weight, r.face.rkd_weight) >= 0, "face loss weights must be >= 0"),
+        (min(r.face.ce_weight, r.face.kd_weight, r.face.rkd_weight, r.face.anchor_kd_weight) >= 0,
+         "face loss weights (ce/kd/rkd/anchor_kd_weight) must be >= 0"),
+        (r.face.anchor_kd_scale > 0, "face.anchor_kd_scale must be > 0"),
+        (r.face.images_per_identity == 0 or 2 <= r.face.images_per_identity <= r.train.batch_size,
+         "face.images_per_identity must be 0 (random batches) or in [2, train.batch_size]"),
         (r.face.head_init in ("teacher", "random"), "face.head_init must be teacher or random"),
         (r.face.student_head in ("gdc", "gap"), "face.student_head must be gdc or gap"),
         (r.face.teacher_embeddings in ("stored", "recompute"), "face.teacher_embeddings must be stored or recompute"),

@@ -86,3 +86,24 @@ def test_chips_without_teacher_and_bad_margin(chips):
     assert all(np.isfinite(v) for v in log.epochs[0].values())
     with pytest.raises(RecipeError, match="margin"):
         train_embedding(m, chips.images, chips.labels, teacher, chips.num_classes, TrainSpec(margin="sphere"))
+
+
+def test_identity_batches_group_k_chips_of_one_person_and_cover_every_chip_once():
+    from atalaia.face.train import identity_batches
+
+    labels = np.array([0] * 9 + [1] * 4 + [2] * 2 + [-1] * 3)
+    order = identity_batches(labels, 8, 4, np.random.default_rng(0))
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    # 6 groups (label 0: 4+4+1, label 1: 4, label 2: 2, unlabelled: 3), each contiguous: at most 5 label
+    # changes along the order (a random order of these 18 chips has ~12)
+    assert int((np.diff(labels[order]) != 0).sum()) <= 5
+
+
+@pytest.mark.slow
+def test_anchor_kd_and_identity_batches_train(chips):
+    m = build_student(32, width=0.25, embedding_dim=128)
+    spec = TrainSpec(epochs=2, batch_size=8, learning_rate=5e-3, anchor_kd_weight=2.0, images_per_identity=4,
+                     warmup_epochs=0.0, seed=1)
+    log = train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes, spec)
+    assert "akd" in log.epochs[0] and all(np.isfinite(v) for v in log.epochs[-1].values())
+    assert log.epochs[-1]["akd"] < log.epochs[0]["akd"]

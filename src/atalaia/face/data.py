@@ -61,6 +61,7 @@ class ChipSet:
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.labels).tobytes())
+        h.update(np.ascontiguousarray(self.teacher).tobytes())
         h.update("\n".join(self.paths).encode())
         h.update(str(self.images.shape).encode())
         return h.hexdigest()[:16]

@@ -235,7 +235,8 @@ class FacePipeline(StagedRun):
                     weight_decay=r.train.weight_decay, warmup_epochs=f.warmup_epochs, margin=f.margin,
                     margin_m=f.margin_m, margin_s=f.margin_s, ce_weight=f.ce_weight, kd_weight=f.kd_weight,
                     rkd_weight=f.rkd_weight, kd_projection=f.kd_projection, head_init=f.head_init,
-                    center_teacher=f.center_teacher, augment=f.augment, seed=r.seed)
+                    center_teacher=f.center_teacher, anchor_kd_weight=f.anchor_kd_weight,
+                    anchor_kd_scale=f.anchor_kd_scale, images_per_identity=f.images_per_identity, augment=f.augment, seed=r.seed)
         base.update(over)
         return TrainSpec(**base)
 
@@ -282,8 +283,11 @@ class FacePipeline(StagedRun):
 
         # student ---------------------------------------------------------------------------------
         train_fields = {k: v for k, v in r.to_dict()["face"].items()
-                        if k not in ("lfw_root", "pairs", "cache_dir", "enrol_per_identity", "open_set_min_images",
-                                     "tflm_max_images", "teacher_embeddings", "finetune_lr_scale")}
+                        if k not in ("train_sets", "lfw_root", "pairs", "cache_dir", "enrol_per_identity",
+                                     "open_set_min_images", "tflm_max_images", "teacher_embeddings",
+                                     "finetune_lr_scale")}
+        # the training data enter the key by content (resolved chip paths, labels, teacher embeddings), not by
+        # how the recipe spells their folders: a relative and an absolute path to one folder share the stage
         k_student = stage_key("student", train_info["fingerprint"], ev_key, r.to_dict()["train"], r.to_dict()["student"],
                          r.seed, size, train_fields)
 
