@@ -181,6 +181,64 @@ def align(
                   f"{summary.unreadable} unreadable (listed in {dst / 'failed.txt'})")
 
 
+access_app = typer.Typer(no_args_is_help=True, help="Face access control with a face run's int8 model: "
+                         "enrol people, check a face at the door, list, remove. Events go to STATE/events.jsonl.")
+app.add_typer(access_app, name="access")
+_RunArg = Annotated[Path, typer.Argument(help="A finished face-verification run folder (recipes/lfw.yaml).")]
+_StateOpt = Annotated[Path | None, typer.Option("--state", help="Gallery + event log folder (default RUN/access).")]
+_AlignedOpt = Annotated[bool, typer.Option("--aligned", help="Images are 112x112 chips from `atalaia align`.")]
+
+
+def _access(run_dir: Path, state: Path | None, aligned: bool = False, threshold: str = "far_1e-3"):
+    from atalaia.face.access import AccessControl
+
+    return AccessControl(run_dir, state_dir=state, aligned=aligned, threshold=threshold)
+
+
+@access_app.command("enrol")
+def access_enrol(run_dir: _RunArg, name: Annotated[str, typer.Argument(help="The person's name.")],
+                 images: Annotated[list[Path], typer.Argument(help="Photos (or chips with --aligned).")],
+                 state: _StateOpt = None, aligned: _AlignedOpt = False) -> None:
+    """Enrol a person: one template per photo with a face."""
+    res = _access(run_dir, state, aligned).enrol(name, images)
+    for p, why in res["skipped"]:
+        err_console.print(f"skipped {p}: {why}", highlight=False)
+    console.print(f"{res['name']}: {res['added']} template(s) added, {res['templates']} in total")
+
+
+@access_app.command("check")
+def access_check(run_dir: _RunArg,
+                 images: Annotated[list[Path], typer.Argument(help="Photos to recognise (or chips with --aligned).")],
+                 state: _StateOpt = None, aligned: _AlignedOpt = False,
+                 threshold: Annotated[str, typer.Option(help="far_1e-3 | far_1e-2 | lfw_accuracy | a cosine "
+                                                        "value.")] = "far_1e-3") -> None:
+    """Recognise each image and decide (exit status 1 if any was refused)."""
+    ac = _access(run_dir, state, aligned, threshold)
+    refused = 0
+    for im in images:
+        d = ac.check(im)
+        refused += not d.granted
+        verdict = "[green]GRANTED[/]" if d.granted else "[red]REFUSED[/]"
+        who = f"{d.person} (cosine {d.score:.3f}, threshold {d.threshold:.3f})" if d.person else d.reason
+        console.print(f"{verdict} {im}: {who}", highlight=False)
+    raise typer.Exit(1 if refused else 0)
+
+
+@access_app.command("list")
+def access_list(run_dir: _RunArg, state: _StateOpt = None) -> None:
+    """Who is enrolled, with template counts."""
+    people = _access(run_dir, state).people
+    console.print("\n".join(f"{n}: {k} template(s)" for n, k in people.items()) or "nobody is enrolled")
+
+
+@access_app.command("remove")
+def access_remove(run_dir: _RunArg, name: Annotated[str, typer.Argument(help="The person to forget.")],
+                  state: _StateOpt = None) -> None:
+    """Forget a person (their templates are deleted from the gallery)."""
+    n = _access(run_dir, state).remove(name)
+    console.print(f"{name}: {n} template(s) removed")
+
+
 from atalaia.compress.tune_cli import tune_command  # noqa: E402
 
 app.command(name="tune")(tune_command)

@@ -65,9 +65,14 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["verification"]["models"]["int8_tflm"]["acc_mean"] == ver["models"]["int8_tflm"]["acc_mean"]
     assert (tmp_path / "run" / "report.md").read_text().count("|") > 20
-    # resume: everything is skipped, same numbers
+    # resume: everything is skipped, same numbers, even with the training folder spelled another way (the
+    # student stage is keyed by the chips' content, not by the path string)
     logs.clear()
-    rep2 = FacePipeline(r, tmp_path / "run", log=logs.append).run()
+    cs = face_data["chipset"]
+    r2 = _recipe(face_data, tmp_path, **{"face.crop": 0.8, "student.name": "ds_cnn_deep",
+                                         "face.train_sets": [str(cs / ".." / cs.name)]})
+    assert r2.face.train_sets != r.face.train_sets
+    rep2 = FacePipeline(r2, tmp_path / "run", log=logs.append).run()
     assert sum("already done" in m for m in logs) == len(STAGES)
     assert rep2["verification"]["models"]["student"]["acc_mean"] == ver["models"]["student"]["acc_mean"]
 
