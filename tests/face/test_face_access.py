@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from atalaia.face.access import AccessControl
 from atalaia.errors import AtalaiaError, DataError
+from atalaia.face.access import AccessControl
 
 
 @pytest.fixture(scope="module")
