@@ -189,7 +189,7 @@ _StateOpt = Annotated[Path | None, typer.Option("--state", help="Gallery + event
 _AlignedOpt = Annotated[bool, typer.Option("--aligned", help="Images are 112x112 chips from `atalaia align`.")]
 
 
-def _access(run_dir: Path, state: Path | None, aligned: bool = False, threshold: str = "far_1e-3"):
+def _access(run_dir: Path, state: Path | None, aligned: bool = False, threshold: str = "open_far_1e-2"):
     from atalaia.face.access import AccessControl
 
     return AccessControl(run_dir, state_dir=state, aligned=aligned, threshold=threshold)
@@ -210,8 +210,10 @@ def access_enrol(run_dir: _RunArg, name: Annotated[str, typer.Argument(help="The
 def access_check(run_dir: _RunArg,
                  images: Annotated[list[Path], typer.Argument(help="Photos to recognise (or chips with --aligned).")],
                  state: _StateOpt = None, aligned: _AlignedOpt = False,
-                 threshold: Annotated[str, typer.Option(help="far_1e-3 | far_1e-2 | lfw_accuracy | a cosine "
-                                                        "value.")] = "far_1e-3") -> None:
+                 threshold: Annotated[str, typer.Option(
+                     help="open_far_1e-2 (~1 % of strangers' attempts accepted, for the current gallery size) | "
+                          "open_far_1e-3 | far_1e-3 | far_1e-2 | lfw_accuracy (fixed pairwise) | a cosine value."
+                 )] = "open_far_1e-2") -> None:
     """Recognise each image and decide (exit status 1 if any was refused)."""
     ac = _access(run_dir, state, aligned, threshold)
     refused = 0

@@ -11,8 +11,10 @@ from atalaia.evaluate.verification import (
     best_threshold,
     cosine_scores,
     euclidean_distances,
+    impostor_tail,
     lfw_10fold,
     open_set_identification,
+    open_set_threshold,
     plot_roc,
     roc,
     roc_auc,
@@ -137,3 +139,29 @@ def test_plot_roc_writes_png(tmp_path):
         tmp_path / "r" / "roc.png",
     )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_impostor_tail_is_the_kth_highest_cross_identity_score():
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((200, 8))
+    ids = rng.integers(0, 20, 200)
+    tail = impostor_tail(emb, ids, fars=(1e-2, 1e-3, 1e-4))
+    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    i, j = np.triu_indices(200, 1)
+    s = np.sort(np.sum(u[i] * u[j], axis=1)[ids[i] != ids[j]])[::-1]
+    assert tail["pairs"] == len(s)
+    assert tail["thresholds"]["0.01"] == pytest.approx(s[round(0.01 * len(s)) - 1], abs=1e-6)
+    assert tail["thresholds"]["0.001"] == pytest.approx(s[round(0.001 * len(s)) - 1], abs=1e-6)
+    assert "0.0001" not in tail["thresholds"]  # ~2 pairs: not resolvable, left out
+    with pytest.raises(DataError, match="N ids"):
+        impostor_tail(emb, ids[:5])
+
+
+def test_open_set_threshold_grows_with_the_gallery():
+    tail = {"thresholds": {"0.01": 0.5, "0.001": 0.7}}
+    assert open_set_threshold(tail, 1, 0.01) == (pytest.approx(0.5), pytest.approx(0.01))
+    th, p = open_set_threshold(tail, 10, 0.01)  # p = 1 - 0.99^(1/10) = 0.0010045
+    assert p == pytest.approx(1 - 0.99 ** 0.1) and th == pytest.approx(0.5 + 0.2 * np.log10(100 * p) / -1, abs=1e-9)
+    assert open_set_threshold(tail, 1000, 0.01)[0] == pytest.approx(0.7)  # beyond the tail: strictest known
+    with pytest.raises(DataError, match="open_far"):
+        open_set_threshold(tail, 0, 0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from atalaia.errors import AtalaiaError, DataError
@@ -28,7 +29,8 @@ def face_run(face_data, tmp_path_factory):
     (st / "face_model.json").write_text(json.dumps({
         "grey": True, "crop": 1.0, "input_size": 32, "embedding_dim": 16,
         "input_scale": r.input_scale, "input_zero_point": r.input_zero_point,
-        "threshold_lfw_accuracy": 0.5, "threshold_far_1e-3": 0.9, "threshold_far_1e-2": float("nan")}))
+        "threshold_lfw_accuracy": 0.5, "threshold_far_1e-3": 0.9, "threshold_far_1e-2": float("nan"),
+        "impostor_tail": {"pairs": 10**6, "thresholds": {"0.01": 0.6, "0.001": 0.8, "0.0001": 0.95}}}))
     (st / "DONE.json").write_text("{}")
     return run
 
@@ -38,7 +40,7 @@ def _chips(face_data, ident: int) -> list:
 
 
 def test_enrol_check_log_and_reload(face_data, face_run, tmp_path):
-    ac = AccessControl(face_run, state_dir=tmp_path / "s", aligned=True)
+    ac = AccessControl(face_run, state_dir=tmp_path / "s", aligned=True, threshold="far_1e-3")
     assert ac.threshold == 0.9 and ac.people == {}
     with pytest.raises(AtalaiaError, match="nobody is enrolled"):
         ac.check(_chips(face_data, 0)[0])
@@ -72,6 +74,18 @@ def test_enrol_check_log_and_reload(face_data, face_run, tmp_path):
     assert events[4]["granted"] is False and events[4]["score"] is None  # NaN is logged as null
 
 
+def test_default_threshold_follows_the_gallery_size(face_data, face_run, tmp_path):
+    ac = AccessControl(face_run, state_dir=tmp_path, aligned=True)  # open_far_1e-2
+    assert ac.threshold == pytest.approx(0.6)  # empty gallery counts as 1 template: p = 1e-2
+    ac.enrol("ann", _chips(face_data, 0)[:5])
+    # 5 templates: p = 1 - 0.99^(1/5) = 0.00201, between the tail's 1e-2 (0.6) and 1e-3 (0.8)
+    p = 1 - 0.99 ** 0.2
+    assert ac.threshold == pytest.approx(0.6 + 0.2 * (-2 - np.log10(p)))
+    ac.enrol("bob", _chips(face_data, 1)[:5])
+    assert ac.threshold > 0.6 + 0.2 * (-2 - np.log10(p))
+    assert ac.check(_chips(face_data, 0)[5]).threshold == ac.threshold
+
+
 def test_bad_inputs_are_clear_errors(face_data, face_run, tmp_path):
     with pytest.raises(AtalaiaError, match="no finished int8 face model"):
         AccessControl(tmp_path)
@@ -81,6 +95,16 @@ def test_bad_inputs_are_clear_errors(face_data, face_run, tmp_path):
         AccessControl(face_run, state_dir=tmp_path, threshold=1.5)
     with pytest.raises(AtalaiaError, match="no finite threshold_far_1e-2"):
         AccessControl(face_run, state_dir=tmp_path, threshold="far_1e-2")
+    facts = json.loads((face_run / "int8_litert" / "face_model.json").read_text())
+    old = tmp_path / "old_run"
+    (old / "int8_litert").mkdir(parents=True)
+    for f in ("model.tflite", "DONE.json"):
+        (old / "int8_litert" / f).write_bytes((face_run / "int8_litert" / f).read_bytes())
+    facts.pop("impostor_tail")
+    (old / "int8_litert" / "face_model.json").write_text(json.dumps(facts))
+    with pytest.raises(AtalaiaError, match="no impostor_tail"):
+        AccessControl(old, state_dir=tmp_path)
+    assert AccessControl(old, state_dir=tmp_path, threshold="0.7").threshold == 0.7
     ac = AccessControl(face_run, state_dir=tmp_path, aligned=True)
     with pytest.raises(DataError, match="none of the 1 image"):
         ac.enrol("ann", [tmp_path / "nope.jpg"])

@@ -10,6 +10,8 @@ accepted as "same" when ``score >= threshold``. For distances (dlib's Euclidean)
   pairs, FAR = false accept rate on impostor pairs).
 - :func:`open_set_identification` — access control: 1-NN cosine match against an enrolled gallery with a
   rejection threshold; reports rank-1 for enrolled people and false accepts for people not enrolled.
+- :func:`impostor_tail`, :func:`open_set_threshold` — thresholds for a target open-set FAR given the gallery
+  size, from the tail of all cross-identity pair scores (what `atalaia access` uses by default).
 - :func:`plot_roc` — PNG of ROC curves (matplotlib Agg canvas, no pyplot global state).
 """
 
@@ -219,6 +221,58 @@ def open_set_identification(
     }
 
 
+def impostor_tail(emb: np.ndarray, ids: Sequence[Any] | np.ndarray, *,
+                  fars: Sequence[float] = (1e-2, 1e-3, 1e-4, 1e-5), max_images: int = 6000,
+                  seed: int = 0) -> dict[str, Any]:
+    """Cosine thresholds at which a given fraction of *all* different-person image pairs is accepted.
+
+    A gallery of T templates gives a stranger T chances, so the open-set false-accept rate is about
+    1 - (1 - p)^T, with p the pairwise FAR: the pairs protocol's 3,000 impostor pairs cannot reach the small
+    p a household gallery needs (~4e-4 for T = 25 at 1 % open-set FAR), but every cross-identity pair of the
+    evaluation images can (6,000 images: ~18 M pairs; at most ``max_images`` random images are used).
+    Returns {"pairs": n, "thresholds": {str(far): threshold}}; a FAR that n pairs cannot resolve (n * far < 10)
+    is left out.
+    """
+    e = np.asarray(emb, np.float32)
+    ids = np.asarray(ids)
+    if e.ndim != 2 or len(e) != len(ids):
+        raise DataError(f"impostor_tail needs (N, D) embeddings and N ids, got {e.shape} and {ids.shape}")
+    if len(e) > max_images:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(e))[:max_images])
+        e, ids = e[keep], ids[keep]
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    chunks = []
+    for i in range(0, len(e), 512):
+        sim = e[i : i + 512] @ e.T
+        rows = np.arange(i, min(i + 512, len(e)))[:, None]
+        keep_pair = (np.arange(len(e))[None, :] > rows) & (ids[i : i + 512, None] != ids[None, :])
+        chunks.append(sim[keep_pair])
+    scores = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    n = len(scores)
+    out: dict[str, float] = {}
+    for far in fars:
+        k = int(round(far * n))
+        if k < 10:
+            continue
+        out[f"{far:g}"] = float(np.partition(scores, n - k)[n - k])  # the k-th highest impostor score
+    return {"pairs": int(n), "thresholds": out}
+
+
+def open_set_threshold(tail: Mapping[str, Any], templates: int, open_far: float) -> tuple[float, float]:
+    """Threshold for an open-set FAR of ``open_far`` with ``templates`` enrolled templates, from
+    :func:`impostor_tail`: p = 1 - (1 - open_far)^(1 / templates), threshold interpolated linearly in
+    log10(p) between the tail's points. Returns (threshold, p). Beyond the tail's range the nearest known
+    threshold is used (below its smallest FAR the open-set FAR is then at most ``open_far``, not exactly it)."""
+    pts = sorted((float(k), float(v)) for k, v in tail["thresholds"].items())  # increasing FAR
+    if not pts:
+        raise DataError("the impostor tail has no thresholds (too few impostor pairs)")
+    if not 0.0 < open_far < 1.0 or templates < 1:
+        raise DataError(f"open_far must be in (0, 1) and templates >= 1, got {open_far} and {templates}")
+    p = 1.0 - (1.0 - open_far) ** (1.0 / templates)
+    th = np.interp(np.log10(p), np.log10([f for f, _ in pts]), [t for _, t in pts])
+    return float(th), float(p)
+
+
 # ---------------------------------------------------------------------------------------------------- plot
 def plot_roc(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *, title: str = "ROC"
@@ -260,8 +314,10 @@ __all__ = [
     "best_threshold",
     "cosine_scores",
     "euclidean_distances",
+    "impostor_tail",
     "lfw_10fold",
     "open_set_identification",
+    "open_set_threshold",
     "plot_roc",
     "roc",
     "roc_auc",

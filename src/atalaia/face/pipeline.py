@@ -328,7 +328,7 @@ class FacePipeline(StagedRun):
             final = "pruned_channel"
 
         # int8 LiteRT -----------------------------------------------------------------------------
-        k_q = stage_key("int8_litert", self.keys[final], r.to_dict()["quantize"], r.to_dict()["evaluate"])
+        k_q = stage_key("int8_litert-v2", self.keys[final], r.to_dict()["quantize"], r.to_dict()["evaluate"])
 
         def int8_stage(d: Path):
             from atalaia.deploy.targets import fits
@@ -351,7 +351,11 @@ class FacePipeline(StagedRun):
             rep_t = check_tflm(blob, xq[: min(32, len(xq))])
             # one LFW chip + its host int8 embedding: the firmware's on-device self-test (`atalaia export`)
             _save_npz(d / "self_test.npz", input_q=xq[:1], output_q=raw[:1])
-            atomic_write_text(d / "face_model.json", json.dumps(face_model_facts(r, runner, ver), indent=2))
+            from atalaia.evaluate.verification import impostor_tail
+
+            facts = face_model_facts(r, runner, ver)
+            facts["impostor_tail"] = impostor_tail(emb, [Path(p).parent.name for p in ev.rel_paths], seed=r.seed)
+            atomic_write_text(d / "face_model.json", json.dumps(facts, indent=2))
             fl = self._embeddings(final)
             agree = float(np.mean(np.sum(_unit(fl) * _unit(emb), axis=1)))
             res = self._row("int8_litert", model.name, "int8", blob, self.results[final].params, ver,
