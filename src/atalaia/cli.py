@@ -216,6 +216,8 @@ def access_check(run_dir: _RunArg,
                  )] = "open_far_1e-2") -> None:
     """Recognise each image and decide (exit status 1 if any was refused)."""
     ac = _access(run_dir, state, aligned, threshold)
+    if ac.warning:
+        err_console.print(f"warning: {ac.warning}", highlight=False)
     refused = 0
     for im in images:
         d = ac.check(im)

@@ -81,8 +81,14 @@ def test_default_threshold_follows_the_gallery_size(face_data, face_run, tmp_pat
     # 5 templates: p = 1 - 0.99^(1/5) = 0.00201, between the tail's 1e-2 (0.6) and 1e-3 (0.8)
     p = 1 - 0.99 ** 0.2
     assert ac.threshold == pytest.approx(0.6 + 0.2 * (-2 - np.log10(p)))
+    assert ac.warning is None
     ac.enrol("bob", _chips(face_data, 1)[:5])
     assert ac.threshold > 0.6 + 0.2 * (-2 - np.log10(p))
+    strict = AccessControl(face_run, state_dir=tmp_path, aligned=True, threshold="open_far_1e-3")
+    # 10 templates at 1e-3 open-set FAR need p = 1e-4: exactly the tail's last point
+    assert strict.threshold == pytest.approx(0.95, abs=1e-3) and strict.warning is None
+    strict.enrol("cid", _chips(face_data, 2)[:5])  # 15 templates: p < 1e-4, beyond what was measured
+    assert strict.threshold == pytest.approx(0.95) and "below the smallest one measured" in strict.warning
     assert ac.check(_chips(face_data, 0)[5]).threshold == ac.threshold
 
 

@@ -262,7 +262,8 @@ def open_set_threshold(tail: Mapping[str, Any], templates: int, open_far: float)
     """Threshold for an open-set FAR of ``open_far`` with ``templates`` enrolled templates, from
     :func:`impostor_tail`: p = 1 - (1 - open_far)^(1 / templates), threshold interpolated linearly in
     log10(p) between the tail's points. Returns (threshold, p). Beyond the tail's range the nearest known
-    threshold is used (below its smallest FAR the open-set FAR is then at most ``open_far``, not exactly it)."""
+    threshold is used: when p is below the tail's smallest FAR p_min, the open-set FAR is then about
+    1 - (1 - p_min)^templates, *above* ``open_far`` (callers should say so; `AccessControl.warning` does)."""
     pts = sorted((float(k), float(v)) for k, v in tail["thresholds"].items())  # increasing FAR
     if not pts:
         raise DataError("the impostor tail has no thresholds (too few impostor pairs)")

@@ -138,12 +138,30 @@ class AccessControl:
     @property
     def threshold(self) -> float:
         """The cosine threshold in force now (open-set thresholds depend on how many templates are enrolled)."""
+        return self.threshold_for(sum(self.people.values()))
+
+    def threshold_for(self, templates: int) -> float:
+        """The threshold this rule would use with `templates` enrolled templates (an empty gallery counts 1)."""
         if self._fixed_threshold is not None:
             return self._fixed_threshold
         from atalaia.evaluate.verification import open_set_threshold
 
-        return open_set_threshold(self.facts["impostor_tail"], max(1, sum(self.people.values())),
-                                  float(self._open_far))[0]
+        return open_set_threshold(self.facts["impostor_tail"], max(1, int(templates)), float(self._open_far))[0]
+
+    @property
+    def warning(self) -> str | None:
+        """Why the open-set target cannot be met with this gallery (too many templates for the measured impostor
+        tail), else None."""
+        if self._open_far is None:
+            return None
+        t = max(1, sum(self.people.values()))
+        p = 1.0 - (1.0 - self._open_far) ** (1.0 / t)
+        p_min = min(float(k) for k in self.facts["impostor_tail"]["thresholds"])
+        if p >= p_min:
+            return None
+        return (f"{t} templates need a pairwise FAR of {p:.1e}, below the smallest one measured ({p_min:g}): the "
+                f"strictest measured threshold is used and about {100 * (1 - (1 - p_min) ** t):.1f}% of strangers' "
+                f"attempts may be accepted (target {100 * self._open_far:g}%); enrol fewer templates per person")
 
     # ------------------------------------------------------------------------------------------ embedding
     @property
