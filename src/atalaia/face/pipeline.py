@@ -474,6 +474,18 @@ class FacePipeline(StagedRun):
                     emb = self._embeddings(s)
                     models[s]["open_set_at_far_1e-3"] = open_set_identification(
                         emb[ev.gallery], ev.gallery_ids, emb[ev.probes], ev.probe_ids, float(th))
+            # ... and at the threshold `atalaia access` uses: ~1 % of strangers' attempts accepted against this
+            # gallery size, from the tail of all cross-identity pair scores (see verification.open_set_threshold)
+            from atalaia.evaluate.verification import impostor_tail, open_set_threshold
+
+            ids = [Path(p).parent.name for p in ev.rel_paths]
+            for s in stages:
+                emb = self._embeddings(s)
+                tail = impostor_tail(emb, ids, seed=r.seed)
+                if tail["thresholds"]:
+                    th, pfar = open_set_threshold(tail, len(ev.gallery), 1e-2)
+                    models[s]["open_set_at_open_far_1e-2"] = open_set_identification(
+                        emb[ev.gallery], ev.gallery_ids, emb[ev.probes], ev.probe_ids, th) | {"pairwise_far": pfar}
         rep: dict[str, Any] = {
             "atalaia_version": __version__, "task": "verification", "recipe_name": r.name, "created": now_utc(),
             "recipe": r.to_dict(), "targets": list(r.evaluate.targets),
