@@ -15,6 +15,8 @@ order, are enrolled; the next `--attempts` chips knock on the door); people with
 - `building_M`: all M eligible people enrolled at once (the report's open-set setting).
 
 For each threshold rule: residents let in as themselves, refused, let in as someone else, strangers let in.
+The dlib teacher (the stored embeddings of the same chips, with its own impostor tail) is run through the
+same scenarios and open-set rules as the reference.
 Caveat (also in the JSON): the thresholds and the impostor tail were measured on LFW itself, so this is an
 in-distribution check of the app and its decision rule, not a fresh FAR estimate for another population.
 """
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from atalaia.data.lfw import resolve_image_root
-    from atalaia.face.access import THRESHOLDS, AccessControl
+    from atalaia.face.access import OPEN_SET, THRESHOLDS, AccessControl
     from atalaia.ioutil import atomic_write_json
 
     root = resolve_image_root(a.lfw)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"unreadable chips: {bad[:3]}")
     row_of = {f: i for i, f in enumerate(files)}
 
-    def scenario(residents: list[str], stranger_files: list[Path], rules: dict[str, float]) -> dict[str, dict]:
+    def scenario(emb, residents: list[str], stranger_files: list[Path], rules: dict[str, float]) -> dict[str, dict]:
         g_idx = [row_of[f] for n in residents for f in people[n][: a.enrol]]
         g_name = np.array([n for n in residents for _ in people[n][: a.enrol]])
         knocks = [(n, row_of[f]) for n in residents for f in people[n][a.enrol : a.enrol + a.attempts]]
@@ -104,23 +106,44 @@ def main(argv: list[str] | None = None) -> dict:
                          "strangers_let_in": c["strangers_in"] / m})
         return rows
 
+    # the teacher (stored dlib embeddings of the same chips), same rule, its own impostor tail: the reference
+    t_emb, t_tail = None, None
+    npz = a.lfw / "dlib_resnet128.npz"
+    if npz.is_file():
+        from atalaia.evaluate.verification import impostor_tail, open_set_threshold
+
+        with np.load(npz) as z:
+            by_name = {Path(str(c)).name: e for c, e in zip(z["chip"], z["emb"], strict=True)}
+        if all(f.name in by_name for f in files):
+            t_emb = np.stack([by_name[f.name] for f in files]).astype(np.float32)
+            t_emb /= np.linalg.norm(t_emb, axis=1, keepdims=True)
+            t_tail = impostor_tail(t_emb, [f.parent.name for f in files])
+
+    def teacher_rules(templates: int) -> dict[str, float]:
+        return {t: open_set_threshold(t_tail, templates, far)[0] for t, far in OPEN_SET.items()}
+
+    draws = [([pool[i] for i in rng.permutation(len(pool))[: a.household]],
+              [strangers[i] for i in rng.permutation(len(strangers))[: a.stranger_knocks]])
+             for _ in range(a.households)]
     scenarios = {}
-    # a household: `--household` residents, many random draws; strangers knock `--stranger-knocks` times each
-    total: dict[str, dict] = {}
-    rules = rules_for(a.household * a.enrol)
-    for _ in range(a.households):
-        res = [pool[i] for i in rng.permutation(len(pool))[: a.household]]
-        st = [strangers[i] for i in rng.permutation(len(strangers))[: a.stranger_knocks]]
-        for rule, c in scenario(res, st, rules).items():
-            t = total.setdefault(rule, {k: 0 for k in c} | {"threshold": c["threshold"]})
-            for key in ("resident_attempts", "stranger_attempts", "in_as_themselves", "refused",
-                        "in_as_someone_else", "strangers_in"):
-                t[key] += c[key]
-    scenarios[f"household_{a.household}"] = {"households": a.households, "templates": a.household * a.enrol,
-                                             "rows": rates(total)}
-    # everyone with >= min_images enrolled at once (the report's open-set setting)
-    scenarios[f"building_{len(pool)}"] = {"households": 1, "templates": len(pool) * a.enrol,
-                                          "rows": rates(scenario(pool, strangers, rules_for(len(pool) * a.enrol)))}
+    for model, e, rules_of in (("student int8", emb, rules_for), ("teacher dlib", t_emb, teacher_rules)):
+        if e is None:
+            continue
+        # a household: `--household` residents, many random draws; strangers knock `--stranger-knocks` times
+        total: dict[str, dict] = {}
+        rules = rules_of(a.household * a.enrol)
+        for res, st in draws:
+            for rule, c in scenario(e, res, st, rules).items():
+                t = total.setdefault(rule, {k: 0 for k in c} | {"threshold": c["threshold"]})
+                for key in ("resident_attempts", "stranger_attempts", "in_as_themselves", "refused",
+                            "in_as_someone_else", "strangers_in"):
+                    t[key] += c[key]
+        scenarios[f"{model} / household_{a.household}"] = {
+            "households": a.households, "templates": a.household * a.enrol, "rows": rates(total)}
+        # everyone with >= min_images enrolled at once (the report's open-set setting)
+        scenarios[f"{model} / building_{len(pool)}"] = {
+            "households": 1, "templates": len(pool) * a.enrol,
+            "rows": rates(scenario(e, pool, strangers, rules_of(len(pool) * a.enrol)))}
     # one real enrol + check through the public methods: the same decision as the vectorised rule
     ac.enrol(pool[0], people[pool[0]][: a.enrol])
     d = ac.check(people[pool[0]][a.enrol])
