@@ -178,6 +178,9 @@ class AccessControl:
             from atalaia.face.data import read_grey
 
             return read_grey(path, size, crop)[..., None].astype(np.float32) / 255.0
+        from atalaia.ioutil import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # dlib's weights are located via atalaia.models, which imports Keras
         from atalaia.data.align import align_face, load_image_rgb
 
         res = align_face(load_image_rgb(path))
