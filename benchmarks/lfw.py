@@ -44,6 +44,9 @@ def rows_from_report(rep: dict) -> list[dict]:
             "open_set_dir": os_.get("dir"),
             "open_set_far_at_pair_far_1e-3": (v.get("open_set_at_far_1e-3") or {}).get("far"),
             "open_set_dir_at_pair_far_1e-3": (v.get("open_set_at_far_1e-3") or {}).get("dir"),
+            # the `atalaia access` default: ~1 % of strangers' attempts accepted for this gallery size
+            "open_set_far_at_open_far_1e-2": (v.get("open_set_at_open_far_1e-2") or {}).get("far"),
+            "open_set_dir_at_open_far_1e-2": (v.get("open_set_at_open_far_1e-2") or {}).get("dir"),
             "params": s["params"], "macs": s["macs"] or None,
             "flash_bytes": s["flash_bytes"], "arena_bytes": s["arena_bytes"], "host_latency_ms": s["host_latency_ms"],
             "est_latency_ms": s["est_latency_ms"],
