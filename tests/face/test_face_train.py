@@ -92,7 +92,7 @@ def test_identity_batches_group_k_chips_of_one_person_and_cover_every_chip_once(
     from atalaia.face.train import identity_batches
 
     labels = np.array([0] * 9 + [1] * 4 + [2] * 2 + [-1] * 3)
-    order = identity_batches(labels, 8, 4, np.random.default_rng(0))
+    order = identity_batches(labels, 4, np.random.default_rng(0))
     assert sorted(order.tolist()) == list(range(len(labels)))
     # 6 groups (label 0: 4+4+1, label 1: 4, label 2: 2, unlabelled: 3), each contiguous: at most 5 label
     # changes along the order (a random order of these 18 chips has ~12)

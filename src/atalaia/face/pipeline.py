@@ -236,7 +236,8 @@ class FacePipeline(StagedRun):
                     margin_m=f.margin_m, margin_s=f.margin_s, ce_weight=f.ce_weight, kd_weight=f.kd_weight,
                     rkd_weight=f.rkd_weight, kd_projection=f.kd_projection, head_init=f.head_init,
                     center_teacher=f.center_teacher, anchor_kd_weight=f.anchor_kd_weight,
-                    anchor_kd_scale=f.anchor_kd_scale, images_per_identity=f.images_per_identity, augment=f.augment, seed=r.seed)
+                    anchor_kd_scale=f.anchor_kd_scale, images_per_identity=f.images_per_identity,
+                    augment=f.augment, seed=r.seed)
         base.update(over)
         return TrainSpec(**base)
 

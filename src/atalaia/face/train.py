@@ -151,10 +151,10 @@ def kd_targets(teacher_emb: np.ndarray, *, center: bool = True) -> tuple[np.ndar
     return t, ok
 
 
-def identity_batches(labels: np.ndarray, batch_size: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """One epoch's chip order whose consecutive `batch_size` slices hold groups of up to `k` chips of one
-    identity (every chip once; unlabelled chips, label -1, form groups of their own). The trainer slices this
-    order exactly like a random permutation."""
+def identity_batches(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's chip order made of shuffled groups of up to `k` chips of one identity, so consecutive batch
+    slices hold whole groups (every chip once; unlabelled chips, label -1, form groups of their own). The
+    trainer slices this order exactly like a random permutation."""
     labels = np.asarray(labels)
     groups: list[np.ndarray] = []
     for lab in np.unique(labels):
@@ -274,7 +274,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
     tlog = TrainLog()
     t0 = time.perf_counter()
     for ep in range(epochs):
-        order = identity_batches(labels, spec.batch_size, spec.images_per_identity, rng) \
+        order = identity_batches(labels, spec.images_per_identity, rng) \
             if spec.images_per_identity >= 2 else rng.permutation(n)
         sums: dict[str, float] = {}
         nb = 0
