@@ -154,6 +154,7 @@ class FaceConfig:
     enrol_per_identity: int = 5  # open-set: templates enrolled per person
     open_set_min_images: int = 10  # open-set: people with at least this many LFW images take part
     tflm_max_images: int | None = None  # cap the images run through the TFLM interpreter (None = all)
+    mirror_tta: bool = False  # embed each face and its mirror image, average the unit embeddings (2 runs/face)
 
 
 @dataclass(frozen=True)

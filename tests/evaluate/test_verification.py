@@ -13,6 +13,7 @@ from atalaia.evaluate.verification import (
     euclidean_distances,
     impostor_tail,
     lfw_10fold,
+    mirror_fuse,
     open_set_identification,
     open_set_threshold,
     plot_roc,
@@ -96,6 +97,17 @@ def test_cosine_and_euclidean():
     np.testing.assert_allclose(euclidean_distances(a, b), [np.sqrt(10), np.sqrt(2), 3.0])
     with pytest.raises(DataError):
         cosine_scores(a, b[:2])
+
+
+def test_mirror_fuse_by_hand():
+    # unit([1, 0]) + unit([0, 2]) = [1, 1] -> [0.7071, 0.7071]; opposite scales do not change the direction
+    a = np.array([[1.0, 0.0], [3.0, 4.0]])
+    b = np.array([[0.0, 2.0], [30.0, 40.0]])
+    fused = mirror_fuse(a, b)
+    np.testing.assert_allclose(fused, [[np.sqrt(0.5), np.sqrt(0.5)], [0.6, 0.8]], atol=1e-7)
+    assert fused.dtype == np.float32
+    with pytest.raises(DataError, match="mirror"):
+        mirror_fuse(a, b[:1])
 
 
 def test_open_set_identification_by_hand():

@@ -144,3 +144,25 @@ def test_cli_enrol_check_list_remove(face_data, face_run, tmp_path):
     assert "ann: 2 template(s)" in cli.invoke(app, ["access", "list", run, *st]).output
     assert cli.invoke(app, ["access", "remove", run, "ann", *st]).exit_code == 0
     assert "nobody is enrolled" in cli.invoke(app, ["access", "list", run, *st]).output
+
+
+def test_mirror_tta_model_embeds_each_face_and_its_mirror(face_data, face_run, tmp_path):
+    """A model measured with face.mirror_tta must be used the same way by the app (and the firmware)."""
+    import shutil
+
+    from atalaia.evaluate.verification import mirror_fuse
+
+    run = tmp_path / "tta_run"
+    shutil.copytree(face_run, run)
+    facts_path = run / "int8_litert" / "face_model.json"
+    facts = json.loads(facts_path.read_text())
+    facts_path.write_text(json.dumps({**facts, "mirror_tta": True}))
+    plain = AccessControl(face_run, state_dir=tmp_path / "a", aligned=True)
+    tta = AccessControl(run, state_dir=tmp_path / "b", aligned=True)
+    chips = _chips(face_data, 0)[:3]
+    x = np.stack([plain._model_input(c) for c in chips])
+    want = mirror_fuse(plain._runner.predict(x), plain._runner.predict(x[:, :, ::-1]))
+    got, _ = tta.embed(chips)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    e_plain, _ = plain.embed(chips)
+    assert not np.allclose(got, e_plain, atol=1e-3)  # the mirror really enters the embedding

@@ -76,6 +76,27 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     assert sum("already done" in m for m in logs) == len(STAGES)
     assert rep2["verification"]["models"]["student"]["acc_mean"] == ver["models"]["student"]["acc_mean"]
 
+    # every float and int8 row scores both modes; switching face.mirror_tta on re-scores the student from its
+    # stored embeddings (no retraining) and re-runs only the int8 stages, mirrors through TFLM too
+    tta0 = ver["models"]["student"]["mirror_tta"]
+    assert tta0["used"] is False and tta0["acc_plain"] == ver["models"]["student"]["acc_mean"]
+    assert ver["models"]["int8_litert"]["mirror_tta"]["acc_plain"] == ver["models"]["int8_litert"]["acc_mean"]
+    logs.clear()
+    r3 = _recipe(face_data, tmp_path, **{"face.crop": 0.8, "student.name": "ds_cnn_deep", "face.mirror_tta": True})
+    rep3 = FacePipeline(r3, tmp_path / "run", log=logs.append).run()
+    assert any(m.startswith("[student] re-scored with face.mirror_tta=True (not retrained)") for m in logs)
+    assert any(m.startswith("[pruned_channel] re-scored") for m in logs)
+    assert not any(m.startswith("[student] running") for m in logs)
+    assert any(m.startswith("[int8_litert] running") for m in logs)
+    m3 = rep3["verification"]["models"]
+    assert m3["student"]["mirror_tta"]["used"] is True
+    assert m3["student"]["acc_mean"] == pytest.approx(tta0["acc_mirror"])
+    assert m3["int8_litert"]["acc_mean"] == pytest.approx(ver["models"]["int8_litert"]["mirror_tta"]["acc_mirror"])
+    assert rep3["int8"]["tflm_lfw_parity"]["mirrored_too"] is True
+    assert rep3["int8"]["tflm_lfw_parity"]["max_abs_diff_steps"] <= 1
+    assert json.loads((tmp_path / "run" / "int8_litert" / "face_model.json").read_text())["mirror_tta"] is True
+    assert "plain / mirror TTA" in (tmp_path / "run" / "report.md").read_text()
+
     # export: C array + face constants + firmware project, from the face run's int8 stage
     from typer.testing import CliRunner
 
@@ -87,5 +108,5 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     facts = json.loads((tmp_path / "run" / "int8_litert" / "face_model.json").read_text())
     assert facts["crop"] == 0.8 and facts["input_size"] == 32
     assert "#define ATALAIA_FACE_INPUT_SIZE 32" in header and "#define ATALAIA_FACE_CROP 0.8f" in header
-    assert f"{facts['threshold_far_1e-3']:.9g}f" in header
+    assert f"{facts['threshold_far_1e-3']:.9g}f" in header and "#define ATALAIA_FACE_MIRROR_TTA 1" in header
     assert (tmp_path / "exp" / "model_data.cc").is_file() and (tmp_path / "exp" / "esp-idf-esp32s3").is_dir()

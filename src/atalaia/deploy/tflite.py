@@ -355,10 +355,13 @@ class TFLiteRunner:
             x = self.quantize_input(x)
         else:
             x = x.astype(self.input_dtype, copy=False)
-        y = self._run(x)
+        return self.dequantize_output(self._run(x))
+
+    def dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        """Raw model outputs -> float32 ((q - zero point) * scale for an int8 output)."""
         if self.output_dtype == np.int8:
-            return (y.astype(np.float32) - self.output_zero_point) * self.output_scale
-        return y.astype(np.float32, copy=False)
+            return (np.asarray(y).astype(np.float32) - self.output_zero_point) * self.output_scale
+        return np.asarray(y).astype(np.float32, copy=False)
 
     def predict_raw(self, x_q: np.ndarray) -> np.ndarray:
         """Raw int8 batch in, raw int8 batch out (no (de)quantization): the bits TFLM should reproduce."""

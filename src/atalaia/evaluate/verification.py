@@ -64,6 +64,24 @@ def euclidean_distances(emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a - b, axis=1)
 
 
+def mirror_fuse(emb: np.ndarray, emb_mirror: np.ndarray) -> np.ndarray:
+    """Mirror test-time augmentation: unit(unit(e(x)) + unit(e(mirror x))), float32 (N, D).
+
+    A face and its mirror image are the same person, so a small student's errors that depend on which side the
+    light or the head turns partly cancel in the average (LFW View 1: +0.4 to +1.1 points for our students).
+    It costs a second inference per face; the device must fuse exactly like this (dequantize, normalise, add,
+    normalise)."""
+    a = np.asarray(emb, dtype=np.float64)
+    b = np.asarray(emb_mirror, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise DataError(f"embeddings and mirror embeddings must both be (N, D), got {a.shape} and {b.shape}")
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    return unit(unit(a) + unit(b)).astype(np.float32)
+
+
 # -------------------------------------------------------------------------------------------- thresholds
 def accuracy_at(scores: Any, is_same: Any, threshold: float) -> float:
     """Fraction of pairs classified right when "same" means ``score >= threshold``."""
@@ -317,6 +335,7 @@ __all__ = [
     "euclidean_distances",
     "impostor_tail",
     "lfw_10fold",
+    "mirror_fuse",
     "open_set_identification",
     "open_set_threshold",
     "plot_roc",

@@ -198,7 +198,13 @@ class AccessControl:
                 bad.append((str(p), str(e)))
         if not xs:
             return np.zeros((0, int(self.facts["embedding_dim"])), np.float32), bad
-        return _unit(self._runner.predict(np.stack(xs))).astype(np.float32), bad
+        x = np.stack(xs)
+        emb = self._runner.predict(x)
+        if self.facts.get("mirror_tta"):  # the model was measured with mirror TTA: decide the same way
+            from atalaia.evaluate.verification import mirror_fuse
+
+            emb = mirror_fuse(emb, self._runner.predict(np.ascontiguousarray(x[:, :, ::-1])))
+        return _unit(emb).astype(np.float32), bad
 
     # ------------------------------------------------------------------------------------------ actions
     def enrol(self, name: str, images: list[str | Path]) -> dict[str, Any]:

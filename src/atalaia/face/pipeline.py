@@ -33,7 +33,7 @@ from atalaia.config import Recipe, dump_recipe
 from atalaia.errors import DataError, RecipeError
 from atalaia.evaluate.result import StageResult
 from atalaia.face.evalset import EvalSet, build_eval_set, verification_summary
-from atalaia.ioutil import atomic_write_bytes, atomic_write_text
+from atalaia.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from atalaia.runfolder import StagedRun, now_utc, save_keras, stage_key
 
 STAGES = ("teacher", "student", "pruned_channel", "int8_litert", "int8_tflm")
@@ -41,6 +41,7 @@ STAGE_LABELS = {
     "teacher": "teacher (dlib ResNet)", "student": "student float", "pruned_channel": "student channel-pruned",
     "int8_litert": "student int8 (LiteRT)", "int8_tflm": "student int8 (TFLM)",
 }
+VER_FIELDS = ("acc_std", "auc", "tar_at_far_0.01", "tar_at_far_0.001", "threshold")  # copied into StageResult.extra
 F1_NOTE = "macro_f1 is NaN for verification rows: open-set face verification has no closed set of classes"
 NOTES = [
     "accuracy = LFW 10-fold verification accuracy (pairs file, cosine similarity, threshold chosen on 9 folds, "
@@ -69,6 +70,8 @@ def face_model_facts(r: Recipe, runner, ver: dict) -> dict[str, Any]:
         "input_scale": float(runner.input_scale), "input_zero_point": int(runner.input_zero_point),
         "output_scale": float(runner.output_scale), "output_zero_point": int(runner.output_zero_point),
         "embedding_dim": int(f.embedding_dim), "score": "cosine similarity of the dequantized embeddings",
+        # with mirror TTA a face's embedding is unit(unit(e(chip)) + unit(e(mirrored chip))): two inferences
+        "mirror_tta": bool(f.mirror_tta), "inferences_per_face": 2 if f.mirror_tta else 1,
         "threshold_lfw_accuracy": float(ver["threshold"]),
         "threshold_far_1e-3": float(ver.get("threshold_at_far_0.001", float("nan"))),
         "threshold_far_1e-2": float(ver.get("threshold_at_far_0.01", float("nan"))),
@@ -192,7 +195,7 @@ class FacePipeline(StagedRun):
         from atalaia.deploy.targets import estimate_latency_ms
         from atalaia.evaluate import profile
 
-        extra = {k: ver[k] for k in ("acc_std", "auc", "tar_at_far_0.01", "tar_at_far_0.001", "threshold")}
+        extra = {k: ver[k] for k in VER_FIELDS}
         extra["open_set"] = ver.get("open_set")
         extra["macro_f1_note"] = F1_NOTE
         if blob is None:
@@ -220,12 +223,59 @@ class FacePipeline(StagedRun):
         self._models[stage] = model
         if tlog.head is not None:
             _save_npz(d / "heads.npz", head=tlog.head, proj=tlog.proj)
-        emb = embed(model, ev.images)
-        _save_npz(d / "embeddings.npz", emb=emb)
+        plain, mirror = embed(model, ev.images), embed(model, _mirrored(ev.images))
+        emb, ver, tta = self._verify(plain, mirror, ev)
+        _save_npz(d / "embeddings.npz", emb=emb, plain=plain, mirror=mirror)
         self._emb[stage] = emb
-        ver, _ = verification_summary(emb, ev)
         res = self._row(stage, model.name, "float32", blob, profile.count_params(model), ver)
-        return res, {"verification": ver, "history": tlog.to_dict() | {"head": None, "proj": None}, **extra}
+        return res, {"verification": ver, "mirror_tta": tta,
+                     "history": tlog.to_dict() | {"head": None, "proj": None}, **extra}
+
+    def _verify(self, plain: np.ndarray, mirror: np.ndarray | None, ev: EvalSet) -> tuple[np.ndarray, dict, dict]:
+        """(embeddings as the recipe uses them, their verification, mirror-TTA facts). With `mirror` given, both
+        modes are scored, so every run shows what mirror TTA buys; `face.mirror_tta` picks the one reported."""
+        from atalaia.evaluate.verification import mirror_fuse
+
+        use = bool(self.recipe.face.mirror_tta)
+        if mirror is None:
+            if use:
+                raise ValueError("mirror_tta needs the mirror embeddings")
+            ver, _ = verification_summary(plain, ev)
+            return plain, ver, {"used": False}
+        fused = mirror_fuse(plain, mirror)
+        emb, other = (fused, plain) if use else (plain, fused)
+        ver, _ = verification_summary(emb, ev)
+        alt, _ = verification_summary(other, ev)
+        by_mode = {use: ver, not use: alt}
+        return emb, ver, {"used": use, "acc_plain": by_mode[False]["acc_mean"], "acc_mirror": by_mode[True]["acc_mean"],
+                          "auc_plain": by_mode[False]["auc"], "auc_mirror": by_mode[True]["auc"]}
+
+    def _rescore_float(self, stage: str, ev: EvalSet) -> None:
+        """A finished float stage scored with the other `face.mirror_tta` setting is re-scored, not retrained:
+        the mode changes only the evaluation (mirror embeddings come from the stored ones or the saved model)."""
+        from dataclasses import replace
+
+        from atalaia.face.train import embed
+
+        ex = self.extras[stage]
+        if bool((ex.get("mirror_tta") or {}).get("used", False)) == bool(self.recipe.face.mirror_tta):
+            return
+        d = self._stage_dir(stage)
+        with np.load(d / "embeddings.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        if "mirror" not in arrays:  # a run from before mirror TTA: its `emb` are the plain embeddings
+            arrays = {"plain": arrays["emb"], "mirror": embed(self.model(stage), _mirrored(ev.images))}
+        emb, ver, tta = self._verify(arrays["plain"], arrays["mirror"], ev)
+        _save_npz(d / "embeddings.npz", emb=emb, plain=arrays["plain"], mirror=arrays["mirror"])
+        self._emb[stage] = emb
+        old = self.results[stage]
+        res = replace(old, accuracy=ver["acc_mean"],
+                      extra={**old.extra, **{k: ver[k] for k in VER_FIELDS}, "open_set": ver.get("open_set")})
+        extra = {**ex, "verification": ver, "mirror_tta": tta}
+        atomic_write_json(d / "metrics.json", {"result": res.to_dict(), "extra": extra, "seconds": self.timings[stage]})
+        self.results[stage], self.extras[stage] = res, extra
+        self.log(f"[{stage}] re-scored with face.mirror_tta={tta['used']} (not retrained): "
+                 f"LFW {100 * ver['acc_mean']:.2f}%")
 
     def _spec(self, **over):
         from atalaia.face.train import TrainSpec
@@ -286,7 +336,7 @@ class FacePipeline(StagedRun):
         train_fields = {k: v for k, v in r.to_dict()["face"].items()
                         if k not in ("train_sets", "lfw_root", "pairs", "cache_dir", "enrol_per_identity",
                                      "open_set_min_images", "tflm_max_images", "teacher_embeddings",
-                                     "finetune_lr_scale")}
+                                     "finetune_lr_scale", "mirror_tta")}
         # the training data enter the key by content (resolved chip paths, labels, teacher embeddings), not by
         # how the recipe spells their folders: a relative and an absolute path to one folder share the stage
         k_student = stage_key("student", train_info["fingerprint"], ev_key, r.to_dict()["train"], r.to_dict()["student"],
@@ -303,6 +353,7 @@ class FacePipeline(StagedRun):
             return self._float_stage("student", m, d, ev, tlog, {"train_data": train_info})
 
         self._run_stage("student", k_student, student_stage)
+        self._rescore_float("student", ev)
         final = "student"
 
         # channel pruning -------------------------------------------------------------------------
@@ -326,10 +377,12 @@ class FacePipeline(StagedRun):
                 return self._float_stage("pruned_channel", m, d, ev, tlog, {"summary": summary})
 
             self._run_stage("pruned_channel", k_pr, pruned_stage)
+            self._rescore_float("pruned_channel", ev)
             final = "pruned_channel"
 
         # int8 LiteRT -----------------------------------------------------------------------------
-        k_q = stage_key("int8_litert-v2", self.keys[final], r.to_dict()["quantize"], r.to_dict()["evaluate"])
+        k_q = stage_key("int8_litert-v2", self.keys[final], r.to_dict()["quantize"], r.to_dict()["evaluate"],
+                        *(["mirror_tta"] if f.mirror_tta else []))
 
         def int8_stage(d: Path):
             from atalaia.deploy.targets import fits
@@ -344,11 +397,10 @@ class FacePipeline(StagedRun):
             atomic_write_bytes(d / "model.tflite", blob)
             runner = TFLiteRunner(blob)
             xq = runner.quantize_input(ev.images.astype(np.float32) / 255.0)
-            raw = runner.predict_raw(xq)
-            emb = (raw.astype(np.float32) - runner.output_zero_point) * runner.output_scale
-            _save_npz(d / "embeddings.npz", emb=emb, raw=raw)
+            raw, raw_m = runner.predict_raw(xq), runner.predict_raw(_mirrored(xq))
+            emb, ver, tta = self._verify(runner.dequantize_output(raw), runner.dequantize_output(raw_m), ev)
+            _save_npz(d / "embeddings.npz", emb=emb, raw=raw, raw_mirror=raw_m)
             self._emb["int8_litert"] = emb
-            ver, _ = verification_summary(emb, ev)
             rep_t = check_tflm(blob, xq[: min(32, len(xq))])
             # one LFW chip + its host int8 embedding: the firmware's on-device self-test (`atalaia export`)
             _save_npz(d / "self_test.npz", input_q=xq[:1], output_q=raw[:1])
@@ -361,7 +413,7 @@ class FacePipeline(StagedRun):
             agree = float(np.mean(np.sum(_unit(fl) * _unit(emb), axis=1)))
             res = self._row("int8_litert", model.name, "int8", blob, self.results[final].params, ver,
                             arena_bytes=int(rep_t.arena_bytes))
-            extra = {"verification": ver, "source_stage": final,
+            extra = {"verification": ver, "mirror_tta": tta, "source_stage": final,
                      "float_acc_mean": self.results[final].accuracy,
                      "accuracy_drop_pp": round(100 * (self.results[final].accuracy - ver["acc_mean"]), 3),
                      "mean_cosine_to_float_embedding": agree,
@@ -383,39 +435,44 @@ class FacePipeline(StagedRun):
             blob = (self._stage_dir("int8_litert") / "model.tflite").read_bytes()
             runner = TFLiteRunner(blob)
             with np.load(self._stage_dir("int8_litert") / "embeddings.npz") as z:
-                lite_raw, lite_emb = z["raw"], z["emb"]
+                lite = {"raw": z["raw"], "raw_mirror": z["raw_mirror"] if "raw_mirror" in z.files else None}
             xq = runner.quantize_input(ev.images.astype(np.float32) / 255.0)
+            inputs = {"raw": xq} | ({"raw_mirror": _mirrored(xq)} if f.mirror_tta else {})
             n = len(xq) if f.tflm_max_images is None else min(len(xq), f.tflm_max_images)
             arena = int(self.results["int8_litert"].arena_bytes or 0)
             it = _runtime().Interpreter.from_bytes(blob, arena_size=arena + 4096)
-            raw = lite_raw.copy()
+            out, diffs = {}, []
             t0 = time.perf_counter()
-            for i in range(n):
-                it.set_input(xq[i : i + 1], 0)
-                it.invoke()
-                raw[i] = np.asarray(it.get_output(0)).reshape(raw.shape[1:])
+            for name, x in inputs.items():  # the first n images (and their mirrors) through TFLM, LiteRT's rest
+                raw = lite[name].copy()
+                for i in range(n):
+                    it.set_input(x[i : i + 1], 0)
+                    it.invoke()
+                    raw[i] = np.asarray(it.get_output(0)).reshape(raw.shape[1:])
+                out[name] = raw
+                diffs.append(np.abs(raw[:n].astype(np.int32) - lite[name][:n].astype(np.int32)))
             tflm_s = time.perf_counter() - t0
             del it
-            diff = np.abs(raw[:n].astype(np.int32) - lite_raw[:n].astype(np.int32))
-            emb = (raw.astype(np.float32) - runner.output_zero_point) * runner.output_scale
-            _save_npz(d / "embeddings.npz", emb=emb, raw=raw)
+            diff = np.concatenate(diffs)
+            mirror = runner.dequantize_output(out["raw_mirror"]) if "raw_mirror" in out else None
+            emb, ver, _ = self._verify(runner.dequantize_output(out["raw"]), mirror, ev)
+            _save_npz(d / "embeddings.npz", emb=emb, **out)
             self._emb["int8_tflm"] = emb
-            ver, _ = verification_summary(emb, ev)
             src = self.results["int8_litert"]
-            parity = {"images": int(n), "of": int(len(xq)), "max_abs_diff_steps": int(diff.max()) if diff.size else 0,
+            runs = n * len(inputs)
+            parity = {"images": int(n), "of": int(len(xq)), "mirrored_too": bool(f.mirror_tta),
+                      "max_abs_diff_steps": int(diff.max()) if diff.size else 0,
                       "exact_fraction": float(np.mean(diff == 0)) if diff.size else 1.0,
                       "litert_used_for_rest": int(len(xq) - n), "tflm_seconds": round(tflm_s, 2),
-                      "tflm_ms_per_image_host": round(1e3 * tflm_s / max(n, 1), 3)}
-            self.log(f"[int8_tflm] {n} images through TFLM: parity max diff {parity['max_abs_diff_steps']} steps, "
-                     f"{100 * parity['exact_fraction']:.2f}% bit-exact")
+                      "tflm_ms_per_image_host": round(1e3 * tflm_s / max(runs, 1), 3)}
+            self.log(f"[int8_tflm] {runs} inferences through TFLM: parity max diff {parity['max_abs_diff_steps']} "
+                     f"steps, {100 * parity['exact_fraction']:.2f}% bit-exact")
             res = StageResult(stage="int8_tflm", model=src.model, dtype="int8", params=src.params, macs=src.macs,
                               flash_bytes=src.flash_bytes, accuracy=ver["acc_mean"], macro_f1=float("nan"),
                               host_latency_ms=src.host_latency_ms, arena_bytes=src.arena_bytes,
                               est_latency_ms=dict(src.est_latency_ms), gzip_bytes=src.gzip_bytes,
-                              extra={k: ver[k] for k in ("acc_std", "auc", "tar_at_far_0.01", "tar_at_far_0.001",
-                                                          "threshold")}
-                              | {"open_set": ver.get("open_set"), "parity": parity, "macro_f1_note": F1_NOTE})
-            del lite_emb
+                              extra={k: ver[k] for k in VER_FIELDS} | {"open_set": ver.get("open_set"), "parity": parity,
+                                                                      "macro_f1_note": F1_NOTE})
             return res, {"verification": ver, "parity": parity}
 
         self._run_stage("int8_tflm", k_tflm, tflm_stage)
@@ -463,7 +520,8 @@ class FacePipeline(StagedRun):
             fpr, tpr, _ = roc(sc, ev.is_same)
             curves[STAGE_LABELS[s]] = (fpr, tpr)
         plot = plot_roc(curves, self.out / "plots" / "roc_lfw.png", title=f"LFW {ev.pairs_file.name}, cosine")
-        models = {s: {**self.extras[s]["verification"], "label": STAGE_LABELS[s]} for s in stages}
+        models = {s: {**self.extras[s]["verification"], "label": STAGE_LABELS[s],
+                      "mirror_tta": self.extras[s].get("mirror_tta")} for s in stages}
         # Open set at a stricter operating point: 1:N matching against many templates accepts a stranger far
         # more often than one 1:1 pair does, so also report the threshold at pair FAR 1e-3 (chosen on pairs).
         from atalaia.evaluate.verification import open_set_identification
@@ -521,6 +579,11 @@ class FacePipeline(StagedRun):
 
         write_report(_finite(rep), self.out)  # report.json (strict JSON), report.md, report.html, plots
         return rep
+
+
+def _mirrored(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) images flipped left-right (contiguous, for the interpreters)."""
+    return np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
