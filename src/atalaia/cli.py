@@ -150,13 +150,15 @@ def export(
     paths = list(write_c_array(blob, out_dir, name))
     metrics = json.loads((stage / "metrics.json").read_text())
     test = np.load(stage / "self_test.npz")
+    face_facts = None
     if (stage / "face_model.json").is_file():
         from atalaia.deploy.carray import write_face_header
 
-        paths.append(write_face_header(json.loads((stage / "face_model.json").read_text()), out_dir))
+        face_facts = json.loads((stage / "face_model.json").read_text())
+        paths.append(write_face_header(face_facts, out_dir))
     paths += write_esp_idf_project(
         blob, out_dir / f"esp-idf-{target}", ops=op_names(blob), arena_bytes=metrics["result"]["arena_bytes"],
-        sample_input_q=test["input_q"], expected_output_q=test["output_q"], target=target)
+        sample_input_q=test["input_q"], expected_output_q=test["output_q"], target=target, face_facts=face_facts)
     console.print(f"wrote {len(paths)} files under {out_dir} (C array + ESP-IDF project for {target})")
 
 

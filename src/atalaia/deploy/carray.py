@@ -6,6 +6,7 @@ its buffers aligned; 16 B covers every SIMD kernel library we target) and `const
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -89,8 +90,25 @@ def face_header(facts: dict) -> str:
         "// LFW-chosen thresholds: best pair accuracy, and pair false-accept rate 1e-3 (use this one for 1:N)\n"
         f"#define ATALAIA_FACE_THRESHOLD_ACCURACY {f(facts['threshold_lfw_accuracy'])}\n"
         f"#define ATALAIA_FACE_THRESHOLD_FAR_1E3 {f(facts['threshold_far_1e-3'])}\n\n"
+        f"{_tail_block(facts)}\n"
         "#endif  // ATALAIA_FACE_MODEL_H_\n"
     )
+
+
+def _tail_block(facts: dict) -> str:
+    """The impostor tail (pairwise FAR -> cosine threshold over all LFW different-person pairs), increasing FAR,
+    for atalaia_face_open_set_threshold(); a face_model.json without one falls back to the pairs-protocol
+    thresholds (fewer pairs: a coarser tail)."""
+    tail = (facts.get("impostor_tail") or {}).get("thresholds") or {
+        "0.001": facts.get("threshold_far_1e-3"), "0.01": facts.get("threshold_far_1e-2")}
+    pts = sorted((float(k), float(v)) for k, v in tail.items() if v is not None and math.isfinite(float(v)))
+    fars = ", ".join(f"{a:.9g}" for a, _ in pts) or "0"
+    ths = ", ".join(f"{b:.9g}" for _, b in pts) or "0"
+    return ("// Open-set rule of `atalaia access` (see atalaia_face.h): pairwise FAR -> cosine threshold, measured\n"
+            "// over all different-person pairs of the evaluation images\n"
+            f"#define ATALAIA_FACE_TAIL_POINTS {len(pts)}\n"
+            f"#define ATALAIA_FACE_TAIL_FAR {{{fars}}}\n"
+            f"#define ATALAIA_FACE_TAIL_THRESHOLD {{{ths}}}\n")
 
 
 def write_face_header(facts: dict, out_dir: str | Path) -> Path:

@@ -19,6 +19,8 @@ from atalaia.errors import DeployError
 from atalaia.ioutil import atomic_write_text
 
 ARENA_MARGIN_BYTES = 1024  # TFLM's measured total + alignment slack; see deploy/tflm.py
+FACE_C_DIR = Path(__file__).parent / "face_c"  # the on-device access-control module (plain C99)
+FACE_C_FILES = ("atalaia_face.h", "atalaia_face.c")
 
 
 def resolver_method(op: str) -> str:
@@ -47,8 +49,13 @@ def write_esp_idf_project(
     expected_output_q: np.ndarray,
     project_name: str = "atalaia_face",
     target: str = "esp32s3",
+    face_facts: dict | None = None,
 ) -> list[Path]:
-    """Write a buildable ESP-IDF project into `out_dir`; returns the files written."""
+    """Write a buildable ESP-IDF project into `out_dir`; returns the files written.
+
+    `face_facts` (a face run's `face_model.json`) adds the on-device access-control module
+    (`atalaia_face.{h,c}` + `face_model.h`) and a boot demo: the self-test chip is embedded (with its mirror
+    when the model was measured with mirror TTA), enrolled, and checked against the gallery."""
     out = Path(out_dir)
     unique_ops = sorted(set(ops))
     methods = [resolver_method(o) for o in unique_ops]
@@ -56,6 +63,7 @@ def write_esp_idf_project(
     h, cc = to_c_array(blob, "g_model")
     x = np.asarray(sample_input_q, dtype=np.int8).reshape(-1)
     y = np.asarray(expected_output_q, dtype=np.int8).reshape(-1)
+    extra_src = ' "atalaia_face.c"' if face_facts else ""
     files = {
         "CMakeLists.txt": (
             "cmake_minimum_required(VERSION 3.16)\n"
@@ -68,7 +76,7 @@ def write_esp_idf_project(
             "CONFIG_COMPILER_OPTIMIZATION_PERF=y\n"
         ),
         "main/CMakeLists.txt": (
-            'idf_component_register(SRCS "main.cc" "model_data.cc" INCLUDE_DIRS ".")\n'
+            f'idf_component_register(SRCS "main.cc" "model_data.cc"{extra_src} INCLUDE_DIRS ".")\n'
         ),
         "main/idf_component.yml": (
             "dependencies:\n"
@@ -88,10 +96,18 @@ def write_esp_idf_project(
         "main/main.cc": _MAIN_CC.format(
             arena=arena, measured=int(arena_bytes), n_ops=len(methods),
             adds="\n".join(f"  if (resolver.{m}() != kTfLiteOk) return false;" for m in methods),
+            face_include='#include "atalaia_face.h"\n' if face_facts else "",
+            face_demo=_FACE_DEMO if face_facts else "",
         ),
         "README.md": _README.format(project=project_name, target=target, arena=arena, measured=int(arena_bytes),
                                     ops=", ".join(unique_ops), flash=len(blob)),
     }
+    if face_facts:
+        from atalaia.deploy.carray import face_header
+
+        files["main/face_model.h"] = face_header(face_facts)
+        for name in FACE_C_FILES:
+            files[f"main/{name}"] = (FACE_C_DIR / name).read_text()
     written = []
     for rel, text in files.items():
         written.append(atomic_write_text(out / rel, text))
@@ -104,7 +120,7 @@ _MAIN_CC = """\
 #include <cstdio>
 #include <cstdlib>
 
-#include "esp_timer.h"
+{face_include}#include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
 #include "model_data.h"
@@ -155,8 +171,38 @@ extern "C" void app_main(void) {{
     interpreter.Invoke();
     printf("invoke %d: %lld us\\n", run, (long long)(esp_timer_get_time() - t0));
   }}
-  while (true) vTaskDelay(pdMS_TO_TICKS(1000));
+{face_demo}  while (true) vTaskDelay(pdMS_TO_TICKS(1000));
 }}
+"""
+
+_FACE_DEMO = """\
+  // Access control on the device: embed the self-test chip (and its mirror with ATALAIA_FACE_MIRROR_TTA),
+  // enrol it as person 0, then check it. Real use: fill `input` with a camera chip preprocessed as
+  // face_model.h says, enrol a few chips per resident, and decide with the open-set threshold.
+  {
+    static atalaia_gallery_t gallery;
+    static int8_t out_plain[ATALAIA_FACE_EMBEDDING_DIM], out_mirror[ATALAIA_FACE_EMBEDDING_DIM];
+    float emb[ATALAIA_FACE_EMBEDDING_DIM];
+    int64_t f0 = esp_timer_get_time();
+    for (int i = 0; i < kTestInputLen; ++i) input->data.int8[i] = kTestInput[i];
+    interpreter.Invoke();
+    for (int i = 0; i < ATALAIA_FACE_EMBEDDING_DIM; ++i) out_plain[i] = output->data.int8[i];
+#if ATALAIA_FACE_MIRROR_TTA
+    static int8_t mirrored[ATALAIA_FACE_INPUT_SIZE * ATALAIA_FACE_INPUT_SIZE];
+    atalaia_face_mirror_input(kTestInput, mirrored);
+    for (int i = 0; i < kTestInputLen; ++i) input->data.int8[i] = mirrored[i];
+    interpreter.Invoke();
+    for (int i = 0; i < ATALAIA_FACE_EMBEDDING_DIM; ++i) out_mirror[i] = output->data.int8[i];
+#endif
+    atalaia_face_embedding(out_plain, out_mirror, emb);
+    int64_t f1 = esp_timer_get_time();
+    atalaia_gallery_init(&gallery);
+    atalaia_gallery_enrol(&gallery, 0, emb);
+    atalaia_decision_t d = atalaia_face_decide(&gallery, emb, -2.0f);  // -2: the open-set threshold
+    printf("face: %lld us per face (%d inference(s)); enrolled 1 template; self-check person %d score %.4f "
+           "threshold %.4f -> %s\\n", (long long)(f1 - f0), 1 + ATALAIA_FACE_MIRROR_TTA, d.person,
+           (double)d.score, (double)d.threshold, d.granted ? "GRANTED" : "REFUSED");
+  }
 """
 
 _README = """\
