@@ -18,6 +18,7 @@ output JSON as soon as it is measured (atomic rewrite), so a killed run keeps wh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import time
@@ -57,6 +58,12 @@ PROBES: dict[str, dict] = {
                     "center_teacher": True, "anchor_kd_weight": 4.0},
     "center+pk4": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
                    "center_teacher": True, "images_per_identity": 4},
+    # data scaling at equal optimisation steps: keep a random fraction of the training identities (and of the
+    # unlabelled chips) and train 1 / fraction times more epochs; compare with center+akd4 (fraction 1)
+    "akd4+ids0.25": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
+                     "center_teacher": True, "anchor_kd_weight": 4.0, "fraction": 0.25},
+    "akd4+ids0.5": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
+                    "center_teacher": True, "anchor_kd_weight": 4.0, "fraction": 0.5},
     "recipe+center+kd48": {"width": 1.5, "crop": 0.7, "kd_weight": 48.0, "rkd_weight": 48.0,
                            "learning_rate": 0.006, "center_teacher": True},
 }
@@ -75,6 +82,20 @@ def _index(pairs, idx: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([idx[a] for a in pairs.left]), np.array([idx[b] for b in pairs.right])
 
 
+def _identity_subset(images, labels, teacher, fraction: float, seed: int):
+    """A random `fraction` of the identities (all their chips) and of the unlabelled chips, labels re-densified."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(labels[labels >= 0])
+    keep_ids = rng.choice(ids, int(round(fraction * len(ids))), replace=False)
+    keep = np.isin(labels, keep_ids)
+    unl = np.flatnonzero(labels < 0)
+    keep[rng.choice(unl, int(round(fraction * len(unl))), replace=False)] = True
+    lab = labels[keep]
+    dense = np.full(len(lab), -1, np.int64)
+    dense[lab >= 0] = np.searchsorted(np.sort(keep_ids), lab[lab >= 0])
+    return images[keep], dense, teacher[keep], len(keep_ids)
+
+
 def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int, cache: Path) -> dict:
     from atalaia.evaluate import profile
     from atalaia.evaluate.verification import accuracy_at, best_threshold, cosine_scores, roc_auc
@@ -88,6 +109,11 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     size = 64
     cs = load_chip_sets([datasets / "celeba_subset_299ids", datasets / "celeba_more"], size, cache_dir=cache,
                         crop=cfg["crop"])
+    images_tr, labels, teacher, n_cls = cs.images, cs.labels, cs.teacher, cs.num_classes
+    fraction = float(cfg.get("fraction", 1.0))
+    if fraction < 1.0:
+        images_tr, labels, teacher, n_cls = _identity_subset(images_tr, labels, teacher, fraction, seed)
+        spec = dataclasses.replace(spec, epochs=int(round(epochs / fraction)))
     root, rel, tr, te = _dev_pairs(datasets / "lfw")
     images, bad = load_images([root / r for r in rel], size, crop=cfg["crop"])
     if bad:
@@ -95,7 +121,7 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     idx = {r: i for i, r in enumerate(rel)}
     m = build_student(size, width=cfg["width"], embedding_dim=128, head="gap", name=cfg["name"])
     t0 = time.perf_counter()
-    log = train_embedding(m, cs.images, cs.labels, cs.teacher, cs.num_classes, spec)
+    log = train_embedding(m, images_tr, labels, teacher, n_cls, spec)
     secs = time.perf_counter() - t0
     emb = embed(m, images)
     a_tr, b_tr = _index(tr, idx)
@@ -109,7 +135,8 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     acc_2way = (acc_te * len(s_te) + accuracy_at(s_tr, tr.is_same, th_te) * len(s_tr)) / (len(s_te) + len(s_tr))
     all_s, all_y = np.concatenate([s_tr, s_te]), np.concatenate([tr.is_same, te.is_same])
     return {"probe": name, "change": change, "config": cfg, "epochs": epochs, "seed": seed,
-            "params": int(profile.count_params(m)),
+            "params": int(profile.count_params(m)), "train_epochs": spec.epochs, "train_chips": int(len(labels)),
+            "train_identities": int(n_cls),
             "dev_acc_2way": acc_2way, "dev_auc": roc_auc(all_s, all_y),
             "dev_test_acc": acc_te, "dev_test_auc": roc_auc(s_te, te.is_same),
             "dev_train_acc": acc_tr, "threshold": th, "train_seconds": round(secs, 1),
