@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     import keras
 
+    from atalaia.evaluate.verification import mirror_fuse
     from atalaia.face.data import load_images
 
     root, rel, tr, te = _dev_pairs(a.datasets / "lfw")
@@ -61,13 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
         x = images.astype(np.float32) / 255.0
         e = m.predict(x, batch_size=256, verbose=0)
         ef = m.predict(x[:, :, ::-1], batch_size=256, verbose=0)
-        unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
         # recipes saved before these knobs existed trained without them
         face = {"center_teacher": recipe["face"].get("center_teacher", False),
                 "anchor_kd_weight": recipe["face"].get("anchor_kd_weight", 0.0),
-                "kd_weight": recipe["face"]["kd_weight"], "crop": crop}
+                "kd_weight": recipe["face"]["kd_weight"], "crop": crop, "image_size": size,
+                "epochs": recipe["train"]["epochs"]}
         row = {"run": str(run), "face": face, "view1_acc": view1_accuracy(e, tr, te, idx),
-               "view1_acc_mirror": view1_accuracy(unit(e) + unit(ef), tr, te, idx)}
+               "view1_acc_mirror": view1_accuracy(mirror_fuse(e, ef), tr, te, idx)}
         print(f"{run}: View 1 {100 * row['view1_acc']:.2f}%, with mirror {100 * row['view1_acc_mirror']:.2f}%",
               flush=True)
         rows.append(row)
