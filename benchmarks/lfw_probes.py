@@ -64,6 +64,9 @@ PROBES: dict[str, dict] = {
                      "center_teacher": True, "anchor_kd_weight": 4.0, "fraction": 0.25},
     "akd4+ids0.5": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
                     "center_teacher": True, "anchor_kd_weight": 4.0, "fraction": 0.5},
+    # capacity beyond the flash budget (width 2.5: ~3x the weights, ~0.7 MB int8), to see what params would buy
+    "akd4+width2.5": {"width": 2.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
+                      "center_teacher": True, "anchor_kd_weight": 4.0},
     "recipe+center+kd48": {"width": 1.5, "crop": 0.7, "kd_weight": 48.0, "rkd_weight": 48.0,
                            "learning_rate": 0.006, "center_teacher": True},
 }
