@@ -92,6 +92,7 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     assert m3["student"]["mirror_tta"]["used"] is True
     assert m3["student"]["acc_mean"] == pytest.approx(tta0["acc_mirror"])
     assert m3["int8_litert"]["acc_mean"] == pytest.approx(ver["models"]["int8_litert"]["mirror_tta"]["acc_mirror"])
+    assert m3["int8_tflm"]["mirror_tta"]["used"] is True
     assert rep3["int8"]["tflm_lfw_parity"]["mirrored_too"] is True
     assert rep3["int8"]["tflm_lfw_parity"]["max_abs_diff_steps"] <= 1
     assert json.loads((tmp_path / "run" / "int8_litert" / "face_model.json").read_text())["mirror_tta"] is True

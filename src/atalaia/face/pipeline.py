@@ -455,7 +455,7 @@ class FacePipeline(StagedRun):
             del it
             diff = np.concatenate(diffs)
             mirror = runner.dequantize_output(out["raw_mirror"]) if "raw_mirror" in out else None
-            emb, ver, _ = self._verify(runner.dequantize_output(out["raw"]), mirror, ev)
+            emb, ver, tta = self._verify(runner.dequantize_output(out["raw"]), mirror, ev)
             _save_npz(d / "embeddings.npz", emb=emb, **out)
             self._emb["int8_tflm"] = emb
             src = self.results["int8_litert"]
@@ -473,7 +473,7 @@ class FacePipeline(StagedRun):
                               est_latency_ms=dict(src.est_latency_ms), gzip_bytes=src.gzip_bytes,
                               extra={k: ver[k] for k in VER_FIELDS} | {"open_set": ver.get("open_set"), "parity": parity,
                                                                       "macro_f1_note": F1_NOTE})
-            return res, {"verification": ver, "parity": parity}
+            return res, {"verification": ver, "mirror_tta": tta, "parity": parity}
 
         self._run_stage("int8_tflm", k_tflm, tflm_stage)
         return self._write_report(ev, train_info, time.perf_counter() - t_run)
