@@ -4,8 +4,9 @@
     report = atalaia.run("recipes/default.yaml", out_dir="runs/default", **{"train.epochs": 10})
     print(report.stage("int8").arena_bytes)
 
-The stage verbs (`distill`, `prune`, `quantize`, `verify_tflm`, `evaluate`, `export`) are in `atalaia.api` and
-importable from here; TensorFlow is imported only when one of them is called.
+The stage verbs are in `atalaia.api`; `run`, `distill`, `prune`, `quantize`, `verify_tflm` and `export` are
+importable from here too (TensorFlow is imported only when one is used). `evaluate` is `atalaia.api.evaluate`:
+`atalaia.evaluate` is the metrics package.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_VERBS = ("run", "distill", "prune", "quantize", "verify_tflm", "evaluate", "export")
+_VERBS = ("run", "distill", "prune", "quantize", "verify_tflm", "export")
 
 
 def __getattr__(name: str) -> Any:

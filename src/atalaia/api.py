@@ -8,6 +8,7 @@
     row = atalaia.evaluate(blob, images=x_test_uint8, labels=y_test)
 
 Every verb takes keyword-only arguments after its subject, and raises `AtalaiaError` with a one-line reason.
+This module imports TensorFlow; `import atalaia` does not (it loads this module on first use of a verb).
 """
 
 from __future__ import annotations
@@ -18,10 +19,23 @@ from typing import Any
 
 import numpy as np
 
-from atalaia.config import AugmentConfig, TrainConfig, load_recipe
+from atalaia.compress import prune as P
+from atalaia.compress.distill import train_classifier
+from atalaia.config import AugmentConfig, EvaluateConfig, Recipe, TrainConfig, load_recipe
+from atalaia.data.dataset import to_float
+from atalaia.deploy.carray import write_c_array, write_face_header
+from atalaia.deploy.firmware import write_esp_idf_project
+from atalaia.deploy.targets import get_target
+from atalaia.deploy.tflite import TFLiteRunner, convert_int8, op_names
+from atalaia.deploy.tflm import check_tflm
 from atalaia.errors import AtalaiaError
+from atalaia.evaluate.metrics import classification_metrics
 from atalaia.evaluate.result import StageResult
+from atalaia.pipeline import run_recipe
+from atalaia.pipeline.runfolder import RunFolder
+from atalaia.pipeline.stages import profiled_row
 from atalaia.report.schema import Report
+from atalaia.tune import tuned_recipe
 
 
 def run(recipe: str | Path | None = None, out_dir: str | Path | None = None, *, force: bool = False,
@@ -30,8 +44,6 @@ def run(recipe: str | Path | None = None, out_dir: str | Path | None = None, *, 
 
     `overrides` are dotted recipe keys: `run(None, "runs/x", **{"train.epochs": 5})`. A recipe with
     `distill.tune: true` takes alpha/T from the study in `<out_dir>/tune` (made by `atalaia tune`)."""
-    from atalaia.pipeline import run_recipe
-    from atalaia.tune import tuned_recipe
 
     r = load_recipe(recipe, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / r.name
@@ -45,7 +57,6 @@ def distill(student: Any, *, teacher: Any, split: Any, alpha: float = 0.1, tempe
             seed: int = 42) -> Any:
     """Train `student` in place with Hinton KD from `teacher` on `split` (`atalaia.data.dataset.Split`).
     loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher^T || student^T). Returns the TrainHistory."""
-    from atalaia.compress.distill import train_classifier
 
     return train_classifier(student, split, train or TrainConfig(), augment=augment or AugmentConfig(),
                             teacher=teacher, alpha=alpha, temperature=temperature, epochs=epochs, seed=seed)
@@ -54,7 +65,6 @@ def distill(student: Any, *, teacher: Any, split: Any, alpha: float = 0.1, tempe
 def prune(model: Any, *, method: str = "channel", ratio: float = 0.5, criterion: str = "l1") -> tuple[Any, dict]:
     """Structured channel pruning (a narrower, really smaller network) or one-shot magnitude pruning (zeros
     only: TFLM has no sparse kernels, so flash, RAM and time stay the same). Returns (model, summary)."""
-    from atalaia.compress import prune as P
 
     if method == "channel":
         return P.channel_prune(model, ratio, criterion)
@@ -70,14 +80,12 @@ def prune(model: Any, *, method: str = "channel", ratio: float = 0.5, criterion:
 
 def quantize(model: Any, *, representative: np.ndarray, per_channel: bool = True, strip: bool = True) -> bytes:
     """Full-integer (int8 in/out) post-training quantization -> the `.tflite` bytes as flashed."""
-    from atalaia.deploy.tflite import convert_int8
 
     return convert_int8(model, representative, per_channel=per_channel, strip=strip)
 
 
 def verify_tflm(blob: bytes, *, inputs_q: np.ndarray | None = None) -> Any:
     """Load the int8 model in the TFLM runtime: ops supported, arena measured, outputs compared with LiteRT."""
-    from atalaia.deploy.tflm import check_tflm
 
     return check_tflm(blob, inputs_q)
 
@@ -85,11 +93,6 @@ def verify_tflm(blob: bytes, *, inputs_q: np.ndarray | None = None) -> Any:
 def evaluate(blob: bytes, *, images: np.ndarray, labels: np.ndarray, targets: tuple[str, ...] = ("esp32", "esp32s3"),
              latency_runs: int = 20) -> StageResult:
     """A `.tflite` on uint8 test images: accuracy, macro-F1, MACs, flash, host and est. MCU latency."""
-    from atalaia.config import EvaluateConfig, Recipe
-    from atalaia.data.dataset import to_float
-    from atalaia.deploy.tflite import TFLiteRunner
-    from atalaia.evaluate.metrics import classification_metrics
-    from atalaia.pipeline.stages import profiled_row
 
     labels = np.asarray(labels)
     pred = np.argmax(TFLiteRunner(blob).predict(to_float(images)), axis=1)
@@ -100,7 +103,6 @@ def evaluate(blob: bytes, *, images: np.ndarray, labels: np.ndarray, targets: tu
 
 
 def _is_int8(blob: bytes) -> bool:
-    from atalaia.deploy.tflite import TFLiteRunner
 
     return TFLiteRunner(blob).input_dtype == np.int8
 
@@ -109,11 +111,6 @@ def export(run_dir: str | Path, *, out: str | Path | None = None, target: str = 
            name: str = "g_model") -> list[Path]:
     """The run's verified int8 model as a C array (+ face_model.h for face runs) and an ESP-IDF project with an
     on-device self-test. Every file read is checked against its stage's checksums first."""
-    from atalaia.deploy.carray import write_c_array, write_face_header
-    from atalaia.deploy.firmware import write_esp_idf_project
-    from atalaia.deploy.targets import get_target
-    from atalaia.deploy.tflite import op_names
-    from atalaia.pipeline.runfolder import RunFolder
 
     get_target(target)
     run = RunFolder(run_dir)

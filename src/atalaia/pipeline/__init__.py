@@ -20,6 +20,7 @@ from atalaia.pipeline.classification import ClassificationPlan
 from atalaia.pipeline.plan import Plan, Progress, Stage, execute, no_progress
 from atalaia.pipeline.runfolder import RunFolder, StagedRun, StageOutcome, stage_key
 from atalaia.pipeline.verification import VerificationPlan
+from atalaia.report import write_report
 from atalaia.report.schema import Report
 
 PLANS: dict[str, type[Plan]] = {"classification": ClassificationPlan, "verification": VerificationPlan}
@@ -36,8 +37,6 @@ def make_plan(recipe: Recipe, out_dir: str | Path, *, force: bool = False, log: 
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False, log: Callable[[str], None] = print,
                progress: Progress = no_progress) -> Report:
     """Run a recipe end to end into `out_dir` (resuming finished stages) and write its report files."""
-    from atalaia.report import write_report
-
     report = execute(make_plan(recipe, out_dir, force=force, log=log, progress=progress))
     write_report(report, Path(out_dir))
     return report

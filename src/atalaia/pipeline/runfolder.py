@@ -61,6 +61,13 @@ def _artifacts(stage_dir: Path) -> dict[str, dict[str, Any]]:
             for p in sorted(stage_dir.rglob("*")) if p.is_file() and p.name != MARKER and not p.name.startswith(".")}
 
 
+def write_marker(stage_dir: Path, key: str) -> None:
+    """Seal a stage folder: DONE.json with the key and the size + SHA-256 of every file in it, by atomic rename.
+    Written last; the stage counts as finished only while the files still match."""
+    atomic_write_json(stage_dir / MARKER, {"version": MARKER_VERSION, "key": key, "finished": now_utc(),
+                                           "artifacts": _artifacts(stage_dir)})
+
+
 @dataclass(frozen=True)
 class StageOutcome:
     """What a finished stage produced: its table row, its extras (task-specific facts), and its wall time."""
@@ -187,11 +194,11 @@ class StagedRun:
         result, extra = body(d)
         seconds = time.perf_counter() - t0
         atomic_write_json(d / METRICS, {"result": result.to_dict(), "extra": extra, "seconds": seconds})
-        atomic_write_json(d / MARKER, {"version": MARKER_VERSION, "key": key, "finished": now_utc(),
-                                       "artifacts": _artifacts(d)})
+        write_marker(d, key)
         self.outcomes[stage] = StageOutcome(result, extra, seconds)
         self.ran.add(stage)
         return self.outcomes[stage]
 
 
-__all__ = ["RunFolder", "StageOutcome", "StagedRun", "file_digest", "now_utc", "save_keras", "stage_key"]
+__all__ = ["RunFolder", "StageOutcome", "StagedRun", "file_digest", "now_utc", "save_keras", "stage_key",
+           "write_marker"]

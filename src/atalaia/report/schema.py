@@ -55,6 +55,9 @@ class Report:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("sections", "stages")}
         d["stages"] = [s.to_dict() for s in self.stages]
         d["targets"], d["notes"] = list(self.targets), list(self.notes)
+        for k in ("recipe", "dataset", "timings_s", "history"):  # optional: absent rather than empty
+            if not d[k]:
+                del d[k]
         return finite({**d, **self.sections})
 
     @classmethod
