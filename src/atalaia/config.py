@@ -236,7 +236,8 @@ def _build(cls: type, d: Any, where: str) -> Any:
     kwargs = {}
     for key, value in d.items():
         if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
+            spellings = names + ([f.name for f in dataclasses.fields(FaceLossConfig)] if cls is FaceConfig else [])
+            near = difflib.get_close_matches(str(key), spellings, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}"
             raise RecipeError(f"{where}: unknown key '{key}'{hint}")
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")

@@ -19,7 +19,10 @@ def face_run(face_data, tmp_path_factory):
     from atalaia.face.data import load_chip_sets, representative_inputs
     from atalaia.face.train import build_student
 
+    import keras
+
     cs = load_chip_sets([face_data["chipset"]], 32)
+    keras.utils.set_random_seed(0)  # an untrained model: fix its weights so its embeddings are the same every run
     m = build_student(32, width=0.25, embedding_dim=16)
     blob = convert_int8(m, representative_inputs(cs.images, 16))
     run = tmp_path_factory.mktemp("access_run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 import numpy as np
 
 from atalaia.config import Recipe
+from atalaia.data.dataset import to_float
+from atalaia.ioutil import atomic_write_json
 from atalaia.pipeline.classification import ClosedSetData, load_closed_set, teacher_stage_key
+from atalaia.pipeline.runfolder import RunFolder, save_keras, write_marker
 from atalaia.tune.report import _fmt_params
 from atalaia.tune.space import SearchSpace
 from atalaia.tune.storage import _retry_callback
@@ -45,29 +49,19 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _teacher(recipe: Recipe, data: _Data, out_dir: Path, log: Callable[[str], None]) -> tuple[Any, dict]:
-    """Load the pipeline's teacher (same key) or the tune cache; else train once and cache it in tune/teacher/.
-
-    A file lock makes concurrent workers sharing the folder wait for the first one's teacher.
-    """
-    import keras
-
+    """Load the run's teacher stage (same key, files intact) or the tune cache (`tune/teacher/`, the same
+    stage-folder format); else train once and cache it. A file lock makes concurrent workers sharing the folder
+    wait for the first one's teacher."""
     from atalaia.compress.distill import accuracy_of, train_classifier
-    from atalaia.data.dataset import to_float
-    from atalaia.ioutil import atomic_write_json
     from atalaia.models import create_model
 
     key = _teacher_key(recipe, data.key)
-    candidates = [("pipeline", out_dir / "teacher"), ("tune cache", out_dir / "tune" / "teacher")]
+    candidates = [("pipeline", RunFolder(out_dir)), ("tune cache", RunFolder(out_dir / "tune"))]
 
     def _try_load() -> tuple[Any, dict] | None:
-        for source, d in candidates:
-            marker = d / "DONE.json"
-            try:
-                if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
-                    m = keras.saving.load_model(d / "model.keras", compile=False)
-                    return m, {"source": source, "path": str(d / "model.keras"), "key": key}
-            except (OSError, ValueError):
-                continue
+        for source, run in candidates:
+            if run.problem("teacher", key) is None:
+                return run.model("teacher"), {"source": source, "path": str(run.stage_dir("teacher")), "key": key}
         return None
 
     if (got := _try_load()) is not None:
@@ -81,14 +75,14 @@ def _teacher(recipe: Recipe, data: _Data, out_dir: Path, log: Callable[[str], No
         m = create_model(recipe.teacher.name, num_classes=data.num_classes, input_shape=data.input_shape,
                          width=recipe.teacher.width)
         train_classifier(m, data.split, recipe.train, augment=recipe.data.augment, seed=recipe.seed + 1)
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f".tmp-{os.getpid()}-model.keras"
-        m.save(tmp)
-        os.replace(tmp, cache / "model.keras")
+        if cache.exists():
+            shutil.rmtree(cache)
+        cache.mkdir(parents=True)
+        save_keras(m, cache / "model.keras")
         val = accuracy_of(m, to_float(data.split.val.images), data.split.val.labels)
-        atomic_write_json(cache / "DONE.json", {"key": key, "val_accuracy": val,
-                                                "seconds": round(time.perf_counter() - t0, 1)})
-        return m, {"source": "trained", "path": str(cache / "model.keras"), "key": key, "val_accuracy": val}
+        atomic_write_json(cache / "metrics.json", {"val_accuracy": val, "seconds": round(time.perf_counter() - t0, 1)})
+        write_marker(cache, key)
+        return m, {"source": "trained", "path": str(cache), "key": key, "val_accuracy": val}
 
 
 # ---------------------------------------------------------------------------------------------- objective
