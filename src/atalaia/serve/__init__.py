@@ -1,0 +1,1 @@
+"""The door-access service around a face run's int8 model: store (SQLite/PostgreSQL), web app, MQTT."""

@@ -1,0 +1,80 @@
+"""Fixtures for the door-access service: a tiny int8 face run (random-weight student on the generated grating
+chips, which dlib cannot detect: everything here runs in the access core's `aligned` mode), and database URLs
+for SQLite and, when ATALAIA_PG_URL is set, a fresh schema on PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("_face_conftest", Path(__file__).parents[1] / "face" / "conftest.py")
+_face = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_face)
+face_data = _face.face_data  # the generated chip fixtures (session scope)
+
+PG_URL = os.environ.get("ATALAIA_PG_URL")
+
+
+def chips(face_data, ident: int) -> list[Path]:
+    return sorted((face_data["chipset"] / "chips112" / f"{ident:05d}").glob("*.jpg"))
+
+
+def make_face_run(face_data, run: Path) -> Path:
+    """A run folder with what the service reads: int8_litert/{model.tflite, face_model.json, DONE.json} and a
+    report.json for the model card."""
+    from atalaia.deploy.tflite import TFLiteRunner, convert_int8
+    from atalaia.face.data import load_chip_sets, representative_inputs
+    from atalaia.face.train import build_student
+
+    cs = load_chip_sets([face_data["chipset"]], 32)
+    m = build_student(32, width=0.25, embedding_dim=16)
+    blob = convert_int8(m, representative_inputs(cs.images, 16))
+    st = run / "int8_litert"
+    st.mkdir(parents=True)
+    (st / "model.tflite").write_bytes(blob)
+    r = TFLiteRunner(blob)
+    (st / "face_model.json").write_text(json.dumps({
+        "grey": True, "crop": 1.0, "input_size": 32, "embedding_dim": 16,
+        "input_scale": r.input_scale, "input_zero_point": r.input_zero_point,
+        "threshold_lfw_accuracy": 0.5, "threshold_far_1e-3": 0.9, "threshold_far_1e-2": float("nan"),
+        "impostor_tail": {"pairs": 10**6, "thresholds": {"0.01": 0.6, "0.001": 0.8, "0.0001": 0.95}}}))
+    (st / "DONE.json").write_text("{}")
+    (run / "report.json").write_text(json.dumps({"name": "tiny", "rows": [
+        {"stage": "int8_litert", "model": "ds_cnn", "dtype": "int8", "params": m.count_params(), "macs": 123456,
+         "flash_bytes": len(blob), "arena_bytes": 20480, "accuracy": 0.61,
+         "extra": {"verification": {"tar_at_far_1e-2": 0.3}}}]}))
+    return run
+
+
+@pytest.fixture(scope="session")
+def face_run(face_data, tmp_path_factory) -> Path:
+    return make_face_run(face_data, tmp_path_factory.mktemp("serve_run") / "run")
+
+
+def _pg_schema_url() -> str:
+    """ATALAIA_PG_URL with a fresh schema as the search path (each test starts from an empty database)."""
+    import psycopg2
+
+    dsn = "postgresql://" + PG_URL.split("://", 1)[1]
+    schema = "t_" + uuid.uuid4().hex[:12]
+    con = psycopg2.connect(dsn)
+    con.autocommit = True
+    con.cursor().execute(f"CREATE SCHEMA {schema}")
+    con.close()
+    return dsn + ("&" if "?" in dsn else "?") + f"options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'access.db'}"
+    if not PG_URL:
+        if os.environ.get("ATALAIA_REQUIRE_PG"):
+            pytest.fail("ATALAIA_REQUIRE_PG is set but ATALAIA_PG_URL is not")
+        pytest.skip("ATALAIA_PG_URL not set (run: eval \"$(bash .ci/postgres.sh)\")")
+    return _pg_schema_url()
