@@ -253,6 +253,43 @@ def access_remove(run_dir: _RunArg, name: Annotated[str, typer.Argument(help="Th
     console.print(f"{name}: {n} template(s) removed")
 
 
+@app.command("serve")
+def serve(run_dir: _RunArg,
+          db: _DbOpt = None,
+          host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1 = this machine only).")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+          mqtt: Annotated[str | None, typer.Option(help="MQTT broker, mqtt://[USER:PW@]HOST[:PORT]: events on "
+                                                  "atalaia/<door>/event, Home Assistant discovery.")] = None,
+          webhook: Annotated[str | None, typer.Option(help="URL that gets every event as a JSON POST.")] = None,
+          door: Annotated[list[str] | None, typer.Option(help="Door name(s) sharing the gallery; the first is the "
+                                                        "page's. Repeat for several.")] = None,
+          keep_photos: Annotated[bool, typer.Option("--keep-photos", help="Keep enrolment photos and the first "
+                                                    "frame of each decision in the database (biometric data).")] = False,
+          threshold: Annotated[str, typer.Option(help="As for `atalaia access check`.")] = "open_far_1e-2",
+          aligned: _AlignedOpt = False,
+          runtime: Annotated[str, typer.Option(help="litert (default) or tflm (the device's interpreter).")] = "litert",
+          admin_password_file: Annotated[Path | None, typer.Option(
+              help="File with the admin password (or set ATALAIA_ADMIN_PASSWORD); random and printed once if "
+                   "neither is given on a new store.")] = None) -> None:
+    """The door-access web service: page + API (enrol, recognise, door mode, people, log, model card), MQTT."""
+    from atalaia.serve.app import ServeConfig, first_start_secrets, run_server
+
+    pw = os.environ.get("ATALAIA_ADMIN_PASSWORD")
+    if admin_password_file is not None:
+        if not admin_password_file.is_file():
+            raise AtalaiaError(f"--admin-password-file {admin_password_file} does not exist")
+        pw = admin_password_file.read_text().strip()
+    doors = door or ["door"]
+    cfg = ServeConfig(run_dir=run_dir, db=db, door=doors[0], extra_doors=tuple(doors[1:]), threshold=threshold,
+                      aligned=aligned, runtime=runtime, keep_photos=keep_photos, mqtt_url=mqtt, webhook_url=webhook,
+                      admin_password=pw, door_token=os.environ.get("ATALAIA_DOOR_TOKEN"))
+    cfg, msgs = first_start_secrets(cfg)
+    for m in msgs:
+        err_console.print(m, highlight=False)
+    err_console.print(f"serving {run_dir} on http://{host}:{port}/ (door {', '.join(doors)})", highlight=False)
+    run_server(cfg, host, port)
+
+
 from atalaia.compress.tune_cli import tune_command  # noqa: E402
 
 app.command(name="tune")(tune_command)

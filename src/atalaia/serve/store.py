@@ -357,6 +357,23 @@ class Store:
             q("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE id = ?",
               (time.time() + delay_s, error[:500], int(outbox_id)))
 
+    def trim_outbox(self, max_pending: int) -> int:
+        """Bound the queue: beyond `max_pending` undelivered notifications per target, the oldest are marked
+        dropped (their events stay in the log). Returns how many were dropped."""
+        dropped = 0
+        with self.tx() as q:
+            for target, n in q("SELECT target, COUNT(*) FROM outbox WHERE delivered_at IS NULL "
+                               "GROUP BY target").fetchall():
+                extra = int(n) - int(max_pending)
+                if extra > 0:
+                    ids = [r[0] for r in q("SELECT id FROM outbox WHERE delivered_at IS NULL AND target = ? "
+                                           "ORDER BY id LIMIT ?", (target, extra)).fetchall()]
+                    for i in ids:
+                        q("UPDATE outbox SET delivered_at = ?, last_error = ? WHERE id = ?",
+                          (now_iso(), "dropped: queue full", i))
+                    dropped += len(ids)
+        return dropped
+
     def outbox_counts(self) -> dict[str, int]:
         with self.tx() as q:
             rows = q("SELECT target, COUNT(*) FROM outbox WHERE delivered_at IS NULL GROUP BY target").fetchall()
