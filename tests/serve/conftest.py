@@ -84,3 +84,57 @@ def db_url(request, tmp_path) -> str:
             pytest.fail("ATALAIA_REQUIRE_PG is set but ATALAIA_PG_URL is not")
         pytest.skip("ATALAIA_PG_URL not set (run: eval \"$(bash .ci/postgres.sh)\")")
     return _pg_schema_url()
+
+
+class Mosquitto:
+    """Debian's mosquitto on a free loopback port, with persistence (so a restart keeps queued QoS 1 messages
+    for persistent subscribers, as a real broker would)."""
+
+    def __init__(self, workdir: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             f"persistence_location {self.dir}/\nautosave_interval 1\n")
+        self.proc = None
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> Mosquitto:
+        import socket
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.dir / "log.txt", "a"))
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start: {(self.dir / 'log.txt').read_text()[-500:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: saves the persistence file
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+MOSQUITTO = next((p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if Path(p).is_file()), None)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    if MOSQUITTO is None:
+        if os.environ.get("ATALAIA_REQUIRE_MQTT"):
+            pytest.fail("ATALAIA_REQUIRE_MQTT is set but mosquitto is not installed (apt-get install mosquitto)")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    b = Mosquitto(tmp_path / "mosquitto").start()
+    yield b
+    b.stop()

@@ -58,6 +58,7 @@ class ServeConfig:
     keep_photos: bool = False
     mqtt_url: str | None = None
     webhook_url: str | None = None
+    notify_backoff_s: float = 60.0  # longest wait between delivery retries (MQTT reconnects, webhook posts)
     admin_password: str | None = None
     door_token: str | None = None
     max_upload_bytes: int = 4 << 20
@@ -166,7 +167,8 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
               "far": "device", "frames": 1, "reason": str(doc.get("reason") or "decided on the device")[:200]}
         store.add_event(ev, outbox_entries(event_payload(ev, door), mqtt=mqtt_on, webhook=hook_on))
 
-    notifier = Notifier(store, NotifierConfig(mqtt_url=cfg.mqtt_url, webhook_url=cfg.webhook_url, doors=doors),
+    notifier = Notifier(store, NotifierConfig(mqtt_url=cfg.mqtt_url, webhook_url=cfg.webhook_url, doors=doors,
+                                                max_backoff_s=cfg.notify_backoff_s),
                         ingest=ingest_device)
 
     from contextlib import asynccontextmanager

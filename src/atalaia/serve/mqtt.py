@@ -3,7 +3,7 @@
 Why an outbox: a decision is written to the store together with its pending notifications in one transaction
 (`Store.add_event`), and a background thread delivers them. A broker or webhook that is down never blocks a
 door (the request only writes the database) and never loses a decision (the rows stay until delivered; the
-thread retries with exponential backoff, capped at `max_backoff_s`). The queue is bounded: past
+thread retries each target with exponential backoff, capped at `max_backoff_s`, oldest first). The queue is bounded: past
 `max_pending` undelivered notifications per target the oldest are marked dropped (the events themselves stay
 in the log).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ class Notifier:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
+        self._retry_at: dict[str, float] = {}
+        self._fails: dict[str, int] = {}
         self.connected = threading.Event()
         if cfg.mqtt_url:
             u = urlparse(cfg.mqtt_url)
@@ -92,7 +95,7 @@ class Notifier:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"atalaia-{'-'.join(self.cfg.doors)}"[:64])
         if user:
             c.username_pw_set(user, pw)
-        c.reconnect_delay_set(min_delay=1, max_delay=int(self.cfg.max_backoff_s))
+        c.reconnect_delay_set(min_delay=1, max_delay=max(1, int(self.cfg.max_backoff_s)))
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a, **k: self.connected.clear()
         c.on_message = self._on_message
@@ -144,18 +147,24 @@ class Notifier:
 
     # ------------------------------------------------------------------------------------------ loop
     def deliver_once(self) -> int:
-        """Deliver what is due now; returns how many notifications went out."""
+        """Deliver what is due now, oldest first; returns how many notifications went out. A target that fails
+        is backed off as a whole (in order: a later event never overtakes an earlier one)."""
         sent = 0
+        now = time.monotonic()
         for target, enabled, send in (("mqtt", bool(self.cfg.mqtt_url), self._publish),
                                       ("webhook", bool(self.cfg.webhook_url), lambda _t, p: self._post(p))):
-            if not enabled:
+            if not enabled or now < self._retry_at.get(target, 0.0):
                 continue
-            for oid, topic, payload, attempts in self.store.pending(target):
+            for oid, topic, payload, _attempts in self.store.pending(target):
                 try:
                     send(topic, payload)
                 except (OSError, ConnectionError, urllib.error.URLError, ValueError) as e:
-                    self.store.retry_later(oid, str(e), min(self.cfg.max_backoff_s, 0.5 * 2**attempts))
-                    break  # the target is down: keep the order, try again later
+                    fails = self._fails.get(target, 0) + 1
+                    self._fails[target] = fails
+                    self._retry_at[target] = now + min(self.cfg.max_backoff_s, 0.25 * 2**fails)
+                    self.store.retry_later(oid, str(e), 0.0)  # counts the attempt, keeps it due
+                    break
+                self._fails[target] = 0
                 self.store.delivered(oid)
                 sent += 1
         return sent
