@@ -268,6 +268,8 @@ def serve(run_dir: _RunArg,
           threshold: Annotated[str, typer.Option(help="As for `atalaia access check`.")] = "open_far_1e-2",
           aligned: _AlignedOpt = False,
           runtime: Annotated[str, typer.Option(help="litert (default) or tflm (the device's interpreter).")] = "litert",
+          recognise_rate: Annotated[float, typer.Option(help="Recognition requests per second allowed per client "
+                                                        "address and door (bursts of 4x, at least 20).")] = 5.0,
           admin_password_file: Annotated[Path | None, typer.Option(
               help="File with the admin password (or set ATALAIA_ADMIN_PASSWORD); random and printed once if "
                    "neither is given on a new store.")] = None) -> None:
@@ -282,7 +284,8 @@ def serve(run_dir: _RunArg,
     doors = door or ["door"]
     cfg = ServeConfig(run_dir=run_dir, db=db, door=doors[0], extra_doors=tuple(doors[1:]), threshold=threshold,
                       aligned=aligned, runtime=runtime, keep_photos=keep_photos, mqtt_url=mqtt, webhook_url=webhook,
-                      admin_password=pw, door_token=os.environ.get("ATALAIA_DOOR_TOKEN"))
+                      admin_password=pw, door_token=os.environ.get("ATALAIA_DOOR_TOKEN"),
+                      recognise_rate=recognise_rate, recognise_burst=max(20, int(4 * recognise_rate)))
     cfg, msgs = first_start_secrets(cfg)
     for m in msgs:
         err_console.print(m, highlight=False)
