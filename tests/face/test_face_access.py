@@ -174,22 +174,28 @@ def test_old_gallery_and_log_are_imported_once(face_data, face_run, tmp_path):
     assert again.imported is None and again.people == {"ann": 2}  # once
 
 
-def test_burst_is_the_same_rule_on_the_fused_embedding(face_data, face_run, tmp_path):
-    from atalaia.face.access import fuse
+def test_burst_is_a_majority_of_the_single_frame_rule(face_data, face_run, tmp_path):
+    from atalaia.face.access import majority
 
     ac = AccessControl(face_run, state_dir=tmp_path, aligned=True, threshold=0.5)
     ac.enrol("ann", _chips(face_data, 0)[:3])
     ac.enrol("bob", _chips(face_data, 1)[:3])
     frames = _chips(face_data, 0)[3:6]
     d = ac.check_burst(frames)
-    e, _ = ac.embed(frames)
-    person, score, th = ac.match(fuse(e))
-    assert (d.person, d.frames, d.threshold) == (person, 3, th) and d.score == pytest.approx(score, abs=1e-5)
-    assert d.granted == (score >= th) and d.event_id is not None
+    singles = [ac.check(f) for f in frames]  # each frame through the one-image rule
+    want = majority([(x.person, x.score, x.threshold) for x in singles])
+    assert (d.person, d.score, d.granted, d.frames) == (want[0], pytest.approx(want[1], abs=1e-5), want[2], 3)
+    assert d.event_id is not None and "of 3 frames matched" in d.reason
+    # the vote itself: 2 of 3 as one person grants, a split or a single vote does not
+    assert majority([("a", 0.9, 0.5), ("a", 0.6, 0.5), ("b", 0.8, 0.5)]) == ("a", 0.9, True, 2)
+    assert majority([("a", 0.9, 0.5), ("b", 0.6, 0.5), ("c", 0.4, 0.5)])[2] is False
+    assert majority([("a", 0.9, 0.5), ("a", 0.4, 0.5), ("a", 0.45, 0.5)]) == ("a", 0.9, False, 1)
+    assert majority([("a", 0.7, 0.5)]) == ("a", 0.7, True, 1)  # one frame = the single-image rule
+    assert majority([("a", 0.7, 0.5), ("a", 0.6, 0.5)])[2] is True and majority([("a", 0.7, 0.5), ("a", 0.4, 0.5)])[2] is False
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")
     d2 = ac.check_burst([bad, frames[0]])  # an unreadable frame is dropped, the others decide
-    assert d2.frames == 1 and d2.score == pytest.approx(ac.check(frames[0]).score, abs=1e-5)
+    assert d2.frames == 1 and d2.score == pytest.approx(singles[0].score, abs=1e-5)
     assert not ac.check_burst([bad]).granted
 
 

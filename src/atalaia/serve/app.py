@@ -1,8 +1,8 @@
 """`atalaia serve`: the door-access web service (FastAPI) around one face run's int8 model.
 
 Every decision goes through `atalaia.face.access.AccessControl` (one implementation of the rule: 1-NN cosine
-over the enrolled templates against the calibrated threshold; a burst of frames is decided on their fused
-embedding). The model is loaded once per process; requests run in FastAPI's thread pool and the access core
+over the enrolled templates against the calibrated threshold; a burst of frames is granted when a majority
+of its frames is granted as the same person). The model is loaded once per process; requests run in FastAPI's thread pool and the access core
 serialises inference and gallery reloads with its locks.
 
 Security, in one place:
@@ -134,7 +134,7 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-    from atalaia.face.access import AccessControl, event_payload, fuse
+    from atalaia.face.access import AccessControl, event_payload
 
     store = open_store(cfg.db, Path(cfg.run_dir) / "access")
     doors = (cfg.door, *cfg.extra_doors)
@@ -397,13 +397,13 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
                 raise ApiError(422, "; ".join(errors), faces=0)
             emb = ac.embed_inputs(np.stack([p.x for p in probes]))
             faces = max(p.faces for p in probes)
-            d = _door(ac, door).decide(fuse(emb), image=f"{len(data)} frame(s)", frames=len(probes), faces=faces,
+            d = _door(ac, door).decide(emb, image=f"{len(data)} frame(s)", faces=faces,
                                        photo=data[0] if cfg.keep_photos else None, source="web")
             return {"granted": d.granted, "person": d.person, "score": round(d.score, 4),
                     "threshold": round(d.threshold, 4), "threshold_rule": ac.threshold_rule,
                     "stands_for": ac.stands_for, "frames": d.frames, "frames_skipped": errors, "faces": faces,
                     "note": f"{faces} faces in a frame: the largest was used" if faces > 1 else None,
-                    "event_id": d.event_id, "door": door}
+                    "reason": d.reason, "event_id": d.event_id, "door": door}
 
         return await run_in_threadpool(work)
 

@@ -218,6 +218,7 @@ class Store:
             q("DELETE FROM people WHERE id = ?", (pid,))
             q("UPDATE events SET person = NULL, image = NULL, subject = ? WHERE person = ? OR subject = ?",
               (subject, name, subject))
+            q("UPDATE events SET reason = REPLACE(reason, ?, ?) WHERE subject = ?", (name, subject, subject))
             # undelivered notifications still carry the name: rewrite them to the pseudonym
             for oid, payload in q("SELECT id, payload FROM outbox WHERE delivered_at IS NULL").fetchall():
                 doc = json.loads(payload)

@@ -63,7 +63,7 @@ function showDecision(d) {
   el.className = d.granted ? "granted" : "refused";
   el.textContent = d.granted ? `granted: ${d.person}` : "refused";
   $("decision-detail").textContent = `best match ${d.person ?? "none"}, cosine ${d.score}, threshold ${d.threshold} ` +
-    `(${d.threshold_rule}: ${d.stands_for}); ${d.frames} frame(s)` + (d.note ? `; ${d.note}` : "") + `; event #${d.event_id}`;
+    `(${d.threshold_rule}: ${d.stands_for}); ${d.frames} frame(s): ${d.reason}; event #${d.event_id}`;
 }
 async function recognise(blobs) {
   const fd = new FormData();
