@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from atalaia.errors import AtalaiaError  # noqa: E402
 from atalaia.serve.app import ServeConfig, create_app  # noqa: E402
 
 PW = "correct horse battery"
@@ -190,9 +191,45 @@ def test_model_card_and_page(face_run, tmp_path):
 
 
 def test_needs_an_admin_password(face_run, tmp_path):
-    from atalaia.errors import AtalaiaError
-
     with pytest.raises(AtalaiaError, match="no admin password"):
         create_app(ServeConfig(run_dir=face_run, db=f"sqlite:///{tmp_path / 'n.db'}", aligned=True))
     with pytest.raises(AtalaiaError, match="at least 8"):
         create_app(ServeConfig(run_dir=face_run, db=f"sqlite:///{tmp_path / 'n.db'}", admin_password="short"))
+
+
+def test_doors_share_one_gallery_and_a_second_process_sees_enrolments(face_data, face_run, db_url):
+    """Two services (two doors, as two processes would be) on one database: enrol at one, recognised at the
+    other, each event under its own door."""
+    front = _client(face_run, db_url)
+    back = TestClient(create_app(ServeConfig(run_dir=face_run, db=db_url, door="back", threshold="0.85",
+                                             aligned=True, admin_password=PW, door_token=TOKEN)))
+    h = _login(front)
+    assert back.post("/api/recognize", files=_files(chips(face_data, ANN)[3:4]),
+                     headers={"X-Door-Token": TOKEN}).status_code == 409  # nobody yet
+    front.post("/api/people", data={"name": "ann"}, files=_files(chips(face_data, ANN)[:3]), headers=h)
+    d = back.post("/api/recognize", files=_files(chips(face_data, ANN)[3:4]), headers={"X-Door-Token": TOKEN}).json()
+    assert d["granted"] and d["person"] == "ann" and d["door"] == "back"
+    assert front.get("/api/events", params={"door": "back"}).json()["total"] == 1
+    front.delete("/api/people/ann", headers=h)
+    assert back.post("/api/recognize", files=_files(chips(face_data, ANN)[3:4]),
+                     headers={"X-Door-Token": TOKEN}).status_code == 409  # the deletion reached the other door
+
+
+def test_tflm_runtime_decides_like_litert(face_data, face_run, tmp_path):
+    """--runtime tflm: the device's interpreter; embeddings within one output quantization step of LiteRT's."""
+    pytest.importorskip("tflite_micro")
+    from atalaia.face.access import AccessControl
+
+    lite = AccessControl(face_run, state_dir=tmp_path / "a", aligned=True, threshold=0.85)
+    tflm = AccessControl(face_run, state_dir=tmp_path / "b", aligned=True, threshold=0.85, runtime="tflm")
+    x = np.stack([lite.probe(c).x for c in chips(face_data, ANN)])
+    raw_l = lite._runner.predict(x)
+    raw_t = tflm._runner.predict(x)
+    step = lite._runner.output_scale
+    assert np.max(np.abs(raw_l - raw_t)) <= step * 1.01
+    for ac in (lite, tflm):
+        ac.enrol("ann", chips(face_data, ANN)[:3])
+    a, b = lite.check(chips(face_data, ANN)[4]), tflm.check(chips(face_data, ANN)[4])
+    assert (a.person, a.granted) == (b.person, b.granted) and abs(a.score - b.score) < 0.02
+    with pytest.raises(AtalaiaError, match="--runtime must be litert or tflm"):
+        AccessControl(face_run, state_dir=tmp_path / "c", runtime="gpu")

@@ -84,3 +84,23 @@ def test_bad_urls_and_newer_schema(tmp_path):
     with pytest.raises(AtalaiaError, match="newer than this"):
         Store(f"sqlite:///{db}")
     assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_cli_access_on_the_store(face_data, face_run, db_url, tmp_path):
+    """`atalaia access` works on the same store, SQLite or PostgreSQL (--db)."""
+    from typer.testing import CliRunner
+
+    from atalaia.cli import app
+
+    chips = sorted((face_data["chipset"] / "chips112" / "00002").glob("*.jpg"))
+    run, st = str(face_run), ["--state", str(tmp_path / "s"), "--db", db_url]
+    cli = CliRunner()
+    res = cli.invoke(app, ["access", "enrol", run, "ann", *map(str, chips[:3]), *st, "--aligned"])
+    assert res.exit_code == 0 and "3 template(s) added" in res.output, res.output
+    res = cli.invoke(app, ["access", "check", run, str(chips[3]), *st, "--aligned", "--threshold", "0.85"])
+    assert res.exit_code == 0 and "GRANTED" in res.output, res.output
+    assert "ann: 3 template(s)" in cli.invoke(app, ["access", "list", run, *st]).output
+    s = Store(db_url)
+    assert s.events(kind="check")[1][0]["door"] == "cli" and [p.name for p in s.people()] == ["ann"]
+    assert cli.invoke(app, ["access", "remove", run, "ann", *st]).exit_code == 0
+    assert s.people() == [] and s.gallery()[0] == []

@@ -21,11 +21,15 @@ Security, in one place:
 
 # no `from __future__ import annotations`: FastAPI reads the route functions' annotations (Request, UploadFile,
 # imported lazily inside create_app) at definition time
+import copy
 import csv
+import dataclasses
+import hmac
 import io
 import json
 import logging
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,6 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from atalaia.errors import AtalaiaError, DataError
+from atalaia.face.access import AccessControl, event_payload
 from atalaia.serve.auth import RateLimiter, hash_password, new_token, token_hash, verify_password
 from atalaia.serve.mqtt import Notifier, NotifierConfig, outbox_entries
 from atalaia.serve.store import EVENT_COLUMNS, open_store
@@ -132,9 +137,9 @@ def _check_image(data: bytes, label: str, cfg: ServeConfig) -> None:
 def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
     """The ASGI app. Loads the model and opens the store once."""
     from fastapi import FastAPI, File, Form, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-
-    from atalaia.face.access import AccessControl, event_payload
+    from starlette.concurrency import run_in_threadpool
 
     store = open_store(cfg.db, Path(cfg.run_dir) / "access")
     doors = (cfg.door, *cfg.extra_doors)
@@ -171,8 +176,6 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
                                                 max_backoff_s=cfg.notify_backoff_s),
                         ingest=ingest_device)
 
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(_app: Any):
         if start_notifier and (mqtt_on or hook_on):
@@ -192,8 +195,6 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
     @app.exception_handler(AtalaiaError)
     async def _user_error(_req: Request, e: AtalaiaError) -> JSONResponse:
         return JSONResponse({"error": str(e)}, status_code=422)
-
-    from fastapi.exceptions import RequestValidationError
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, e: RequestValidationError) -> JSONResponse:
@@ -231,8 +232,6 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
             raise ApiError(401, "log in as admin first")
         if csrf:
             sent = request.headers.get("x-csrf-token", "")
-            import hmac
-
             if not sent or not hmac.compare_digest(sent, s[1]):
                 raise ApiError(403, "missing or wrong X-CSRF-Token header (CSRF protection): reload the page")
         return s[0]
@@ -241,8 +240,6 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
         tok = request.headers.get("x-door-token")
         if tok:
             want = store.door_hash(door)
-            import hmac
-
             if want is None or not hmac.compare_digest(want, token_hash(tok)):
                 raise ApiError(401, f"wrong door token for door '{door}'")
             return
@@ -340,7 +337,6 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
         if not name or len(name) > 100 or any(c in name for c in "\r\n\t"):
             raise ApiError(400, "a name must be 1-100 characters on one line")
         data = await read_files(files, "files")
-        from starlette.concurrency import run_in_threadpool
 
         def work() -> dict[str, Any]:
             probes, errors = [], []
@@ -382,7 +378,6 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
         if not recog_limit.allow(key):
             raise ApiError(429, "too many recognition requests: slow down", retry_after=recog_limit.retry_after(key))
         data = await read_files(files, "files")
-        from starlette.concurrency import run_in_threadpool
 
         def work() -> dict[str, Any]:
             if not ac.people:
@@ -461,8 +456,6 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
 def first_start_secrets(cfg: ServeConfig) -> tuple[ServeConfig, list[str]]:
     """On a store without an admin password or a door token (and none given), make random ones and say them
     once: the service never runs open, and nothing secret is written anywhere but as a hash."""
-    import dataclasses
-
     store = open_store(cfg.db, Path(cfg.run_dir) / "access")
     msgs = []
     try:
@@ -495,8 +488,6 @@ def _door(ac: Any, door: str) -> Any:
     """The access core logging under another door name (same model, gallery and store: several doors)."""
     if door == ac.door:
         return ac
-    import copy
-
     key = (id(ac), door)
     if key not in _doors:
         other = copy.copy(ac)
