@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,49 @@ def test_tflm_runtime_decides_like_litert(face_data, face_run, tmp_path):
     assert (a.person, a.granted) == (b.person, b.granted) and abs(a.score - b.score) < 0.02
     with pytest.raises(AtalaiaError, match="--runtime must be litert or tflm"):
         AccessControl(face_run, state_dir=tmp_path / "c", runtime="gpu")
+
+
+LFW_CHIPS = next((p / "datasets" / "lfw" / "chips112_gray" for p in (Path(__file__).resolve().parents[3] / "shared",
+                                                                     Path("/work/shared"))
+                  if (p / "datasets" / "lfw" / "chips112_gray").is_dir()), None)
+
+
+def _photo(faces: list[tuple[str, int, tuple[int, int]]]) -> bytes:
+    """A grey 640x400 'photo' with LFW chips pasted at (size, position): real faces for dlib to find."""
+    from PIL import Image
+
+    canvas = Image.new("RGB", (640, 400), (90, 90, 90))
+    for rel, size, pos in faces:
+        canvas.paste(Image.open(LFW_CHIPS / rel).convert("RGB").resize((size, size)), pos)
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(LFW_CHIPS is None, reason="needs ../shared/datasets/lfw/chips112_gray")
+def test_detection_path_no_face_and_several_faces(face_data, face_run, tmp_path):
+    """Without --aligned every upload goes through dlib detection + alignment, as `atalaia align` does."""
+    pytest.importorskip("dlib")
+    cfg = ServeConfig(run_dir=face_run, db=f"sqlite:///{tmp_path / 'd.db'}", threshold="0.85",
+                      admin_password=PW, door_token=TOKEN)
+    c = TestClient(create_app(cfg))
+    h = _login(c)
+    a1, a2, b1 = "Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "AJ_Cook/AJ_Cook_0001.jpg", "AJ_Lamas/AJ_Lamas_0001.jpg"
+    r = c.post("/api/people", data={"name": "aaron"}, headers=h,
+               files=[("files", ("a.jpg", _photo([(a1, 260, (70, 70))]), "image/jpeg")),
+                      ("files", ("g.jpg", chips(face_data, 0)[0].read_bytes(), "image/jpeg"))])
+    assert r.status_code == 201 and r.json()["added"] == 1 and "no face found in image 2" in r.json()["skipped"][0]
+    r = c.post("/api/people", data={"name": "x"}, headers=h,
+               files=[("files", ("g.jpg", chips(face_data, 0)[0].read_bytes(), "image/jpeg"))])
+    assert r.status_code == 422 and "no usable face" in r.json()["error"]
+    r = c.post("/api/recognize", headers={"X-Door-Token": TOKEN},
+               files=[("files", ("g.jpg", chips(face_data, 1)[0].read_bytes(), "image/jpeg"))])
+    assert r.status_code == 422 and "no face found in frame 1" in r.json()["error"] and r.json()["faces"] == 0
+    # two faces: the largest is used, and the answer says so
+    both = c.post("/api/recognize", headers={"X-Door-Token": TOKEN},
+                  files=[("files", ("2.jpg", _photo([(a2, 260, (20, 60)), (b1, 170, (420, 100))]), "image/jpeg"))])
+    alone = c.post("/api/recognize", headers={"X-Door-Token": TOKEN},
+                   files=[("files", ("1.jpg", _photo([(a2, 260, (20, 60))]), "image/jpeg"))])
+    assert both.status_code == 200 and both.json()["faces"] == 2 and "largest" in both.json()["note"]
+    assert both.json()["score"] == pytest.approx(alone.json()["score"], abs=1e-4)  # the large face decided
+    assert alone.json()["faces"] == 1 and alone.json()["note"] is None
