@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import httpx
 
+    load_before = round(os.getloadavg()[0], 2)
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
     run = build_run(work / "run")
@@ -176,7 +177,9 @@ def main(argv: list[str] | None = None) -> dict:
            "gallery": f"{len(people)} people x 5 templates", "phases": phases,
            "decisions_logged": events, "health_after": health,
            "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                       "cpus": os.cpu_count(), "note": "2 cores shared with other work while measuring"}}
+                       "cpus": os.cpu_count(), "load_avg_1min_before": load_before,
+                       "load_avg_1min_after": round(os.getloadavg()[0], 2),
+                       "note": "cores shared with other work while measuring: see the load averages"}}
     from atalaia.ioutil import atomic_write_json
 
     atomic_write_json(a.out, doc)
