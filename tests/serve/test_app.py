@@ -116,6 +116,8 @@ def test_security_checks(face_data, face_run, tmp_path):
     assert codes[:3] == [401] * 3 and codes[3] == 429
     c2 = _client(face_run, db, max_side=1000)
     h = _login(c2)
+    # login CSRF: a cross-site form post cannot log anyone in
+    assert c2.post("/api/login", data={"password": PW}).status_code == 415
     # CSRF: the cookie alone cannot change anything
     assert c2.post("/api/people", data={"name": "x"}, files=_files([img])).status_code == 403
     assert c2.delete("/api/people/x", headers={"X-CSRF-Token": "forged"}).status_code == 403

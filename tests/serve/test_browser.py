@@ -126,6 +126,18 @@ def test_login_enrol_door_mode_and_log(face_data, chromium, server, tmp_path):
             expect(first).to_contain_text("web")
             page.screenshot(path=str(docs / "serve_log.png"))
 
+            # enrolment from webcam snapshots (getUserMedia; the fake camera shows ann's photo)
+            page.click("nav button[data-tab=enrol]")
+            page.click("#snap-start")
+            expect(page.locator("#snap-take")).to_be_enabled(timeout=10_000)
+            page.click("#snap-take")
+            page.click("#snap-take")
+            expect(page.locator("#snaps img")).to_have_count(2)
+            page.fill("#enrol-name", "ann")
+            page.click("#enrol-submit")
+            expect(page.locator("#enrol-result")).to_contain_text("ann: 2 template(s) added, 5 in total",
+                                                                  timeout=15_000)
+
             page.click("nav button[data-tab=model]")
             expect(page.locator("#model-rows")).to_contain_text("TFLM arena (measured)", timeout=10_000)
         finally:

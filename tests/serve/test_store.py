@@ -104,3 +104,22 @@ def test_cli_access_on_the_store(face_data, face_run, db_url, tmp_path):
     assert s.events(kind="check")[1][0]["door"] == "cli" and [p.name for p in s.people()] == ["ann"]
     assert cli.invoke(app, ["access", "remove", run, "ann", *st]).exit_code == 0
     assert s.people() == [] and s.gallery()[0] == []
+
+
+def test_sqlite_deletion_leaves_no_bytes_in_the_files(tmp_path):
+    """secure_delete + WAL truncation: a deleted template or photo is not recoverable from the database files."""
+    db = tmp_path / "s.db"
+    s = Store(f"sqlite:///{db}")
+    emb = np.full((1, 32), 0.123456, np.float32)
+    photo = b"PHOTO-BYTES-" + bytes(range(256)) * 8
+    s.add_templates("ann", emb, [photo])
+    s.add_event({"door": "d", "kind": "check", "source": "local", "person": "ann", "image": photo})
+    s.add_templates("bob", np.zeros((1, 32), np.float32))
+    def raw() -> bytes:
+        return b"".join(f.read_bytes() for f in tmp_path.glob("s.db*"))
+    needle = emb[0].astype("<f4").tobytes()[:64]
+    assert needle in raw() or photo[:64] in raw()  # before: somewhere in the db or the WAL
+    s.delete_person("ann")
+    data = raw()
+    assert needle not in data and photo[:64] not in data and b"PHOTO-BYTES-" not in data
+    assert [p.name for p in s.people()] == ["bob"]

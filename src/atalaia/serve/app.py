@@ -286,14 +286,16 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
         if not login_limit.allow(key):
             raise ApiError(429, "too many login attempts: wait and try again",
                            retry_after=login_limit.retry_after(key))
-        ctype = request.headers.get("content-type", "")
-        if ctype.startswith("application/json"):
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ApiError(400, "login body is not JSON") from None
-        else:
-            body = dict(await request.form())
+        # JSON only: a cross-site HTML form cannot send application/json without a CORS preflight (which this
+        # app never grants), so nobody can be logged in from another site (login CSRF)
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise ApiError(415, "log in with a JSON body {\"username\": ..., \"password\": ...}")
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "login body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "login body must be a JSON object")
         user, pw = str(body.get("username") or "admin"), str(body.get("password") or "")
         if not verify_password(pw, store.admin_hash(user)):
             raise ApiError(401, "wrong user name or password")

@@ -12,7 +12,9 @@ place at once (a transaction), which append-only files cannot do.
 
 Biometric data lives in `templates.embedding` and, only when photos are kept, `templates.photo` and
 `events.image`; `delete_person` removes all of it in one transaction and leaves the person's events with a
-pseudonymous id (`subject`) instead of the name.
+pseudonymous id (`subject`) instead of the name. On SQLite, `secure_delete` overwrites the deleted rows and the
+WAL is checkpointed and truncated after a deletion, so the bytes are gone from the files too; PostgreSQL keeps
+dead rows in its data files until VACUUM reuses the space (the README says so).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class Store:
             except sqlite3.DatabaseError as e:
                 raise AtalaiaError(f"{path} is not a usable SQLite database ({e}); move it away") from None
             self._con.execute("PRAGMA foreign_keys=ON")
+            self._con.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
             self._con.execute("PRAGMA busy_timeout=30000")
             self._integrity = sqlite3.IntegrityError
         else:
@@ -228,7 +231,10 @@ class Store:
             _bump(q)
             if event is not None:
                 self._insert_event(q, {**event, "person": None, "subject": subject})
-            return n
+        if self.dialect == "sqlite":  # the WAL still holds the old pages until a checkpoint: flush and truncate
+            with self._lock:
+                self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return n
 
     def people(self) -> list[Person]:
         with self.tx() as q:
