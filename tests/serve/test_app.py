@@ -282,3 +282,20 @@ def test_detection_path_no_face_and_several_faces(face_data, face_run, tmp_path)
     assert both.status_code == 200 and both.json()["faces"] == 2 and "largest" in both.json()["note"]
     assert both.json()["score"] == pytest.approx(alone.json()["score"], abs=1e-4)  # the large face decided
     assert alone.json()["faces"] == 1 and alone.json()["note"] is None
+
+
+def test_first_start_makes_secrets_once(face_run, tmp_path):
+    """A new store without a password or door token gets random ones, printed once; only hashes are kept."""
+    from atalaia.serve.app import first_start_secrets
+    from atalaia.serve.store import Store
+
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    cfg, msgs = first_start_secrets(ServeConfig(run_dir=face_run, db=db, aligned=True))
+    assert len(msgs) == 2 and cfg.admin_password in msgs[0] and cfg.door_token in msgs[1]
+    c = TestClient(create_app(cfg))
+    assert c.post("/api/login", json={"password": cfg.admin_password}).status_code == 200
+    raw = (tmp_path / "f.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("f.db-*"))
+    assert cfg.admin_password.encode() not in raw and cfg.door_token.encode() not in raw
+    assert Store(db).admin_hash("admin").startswith("scrypt$")
+    again, msgs = first_start_secrets(ServeConfig(run_dir=face_run, db=db, aligned=True))
+    assert msgs == [] and again.admin_password is None

@@ -181,7 +181,7 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
         if start_notifier and (mqtt_on or hook_on):
             notifier.start()
         yield
-        if notifier._thread is not None:
+        if notifier.running:
             notifier.stop()
 
     app = FastAPI(title="AtalaIA door access", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)

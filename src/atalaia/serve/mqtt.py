@@ -178,6 +178,10 @@ class Notifier:
                 log.exception("outbox delivery failed; retrying")
             self._stop.wait(self.cfg.poll_s)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> Notifier:
         if self.cfg.mqtt_url:
             self._client = self._make_client()
