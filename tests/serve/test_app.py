@@ -213,6 +213,8 @@ def test_doors_share_one_gallery_and_a_second_process_sees_enrolments(face_data,
     d = back.post("/api/recognize", files=_files(chips(face_data, ANN)[3:4]), headers={"X-Door-Token": TOKEN}).json()
     assert d["granted"] and d["person"] == "ann" and d["door"] == "back"
     assert front.get("/api/events", params={"door": "back"}).json()["total"] == 1
+    store = front.app.state.store  # without --keep-photos no photo or frame is stored
+    assert store.photos_of("ann") == 0 and not any(e["has_image"] for e in store.events(limit=100)[1])
     front.delete("/api/people/ann", headers=h)
     assert back.post("/api/recognize", files=_files(chips(face_data, ANN)[3:4]),
                      headers={"X-Door-Token": TOKEN}).status_code == 409  # the deletion reached the other door
