@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     strangers = [fs[0] for n, fs in people.items() if len(fs) < a.min_images]
     strangers = [strangers[i] for i in rng.permutation(len(strangers))[: a.max_impostors]]
     state = HERE / ".work" / "access_state"
-    if (state / "gallery.json").is_file():
-        (state / "gallery.json").unlink()
+    for f in ("access.db", "access.db-wal", "access.db-shm", "gallery.json"):  # a fresh store each time
+        (state / f).unlink(missing_ok=True)
     ac = AccessControl(a.run_dir, state_dir=state, aligned=True)
     # every chip embedded once by the app's own path (int8 LiteRT); decisions below are the app's rule
     files = [f for n in pool for f in people[n]] + strangers

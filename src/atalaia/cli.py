@@ -159,25 +159,33 @@ def align(
 
 
 access_app = typer.Typer(no_args_is_help=True, help="Face access control with a face run's int8 model: "
-                         "enrol people, check a face at the door, list, remove. Events go to STATE/events.jsonl.")
+                         "enrol people, check a face at the door, list, remove. State: STATE/access.db (SQLite) "
+                         "or --db postgresql://...; the service `atalaia serve` uses the same store.")
 app.add_typer(access_app, name="access")
 _RunArg = Annotated[Path, typer.Argument(help="A finished face-verification run folder (recipes/lfw.yaml).")]
 _StateOpt = Annotated[Path | None, typer.Option("--state", help="Gallery + event log folder (default RUN/access).")]
 _AlignedOpt = Annotated[bool, typer.Option("--aligned", help="Images are 112x112 chips from `atalaia align`.")]
+_DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default sqlite:///STATE/access.db; "
+                                            "postgresql://USER:PW@HOST:PORT/DB for several doors).")]
 
 
-def _access(run_dir: Path, state: Path | None, aligned: bool = False, threshold: str = "open_far_1e-2"):
+def _access(run_dir: Path, state: Path | None, aligned: bool = False, threshold: str = "open_far_1e-2",
+            db: str | None = None):
     from atalaia.face.access import AccessControl
 
-    return AccessControl(run_dir, state_dir=state, aligned=aligned, threshold=threshold)
+    ac = AccessControl(run_dir, state_dir=state, aligned=aligned, threshold=threshold, db=db)
+    if ac.imported:
+        err_console.print(f"imported the old gallery.json/events.jsonl into the store ({ac.imported}); the files "
+                          "were deleted", highlight=False)
+    return ac
 
 
 @access_app.command("enrol")
 def access_enrol(run_dir: _RunArg, name: Annotated[str, typer.Argument(help="The person's name.")],
                  images: Annotated[list[Path], typer.Argument(help="Photos (or chips with --aligned).")],
-                 state: _StateOpt = None, aligned: _AlignedOpt = False) -> None:
+                 state: _StateOpt = None, aligned: _AlignedOpt = False, db: _DbOpt = None) -> None:
     """Enrol a person: one template per photo with a face."""
-    res = _access(run_dir, state, aligned).enrol(name, images)
+    res = _access(run_dir, state, aligned, db=db).enrol(name, images)
     for p, why in res["skipped"]:
         err_console.print(f"skipped {p}: {why}", highlight=False)
     console.print(f"{res['name']}: {res['added']} template(s) added, {res['templates']} in total")
@@ -190,9 +198,9 @@ def access_check(run_dir: _RunArg,
                  threshold: Annotated[str, typer.Option(
                      help="open_far_1e-2 (~1 % of strangers' attempts accepted, for the current gallery size) | "
                           "open_far_1e-3 | far_1e-3 | far_1e-2 | lfw_accuracy (fixed pairwise) | a cosine value."
-                 )] = "open_far_1e-2") -> None:
+                 )] = "open_far_1e-2", db: _DbOpt = None) -> None:
     """Recognise each image and decide (exit status 1 if any was refused)."""
-    ac = _access(run_dir, state, aligned, threshold)
+    ac = _access(run_dir, state, aligned, threshold, db)
     if ac.warning:
         err_console.print(f"warning: {ac.warning}", highlight=False)
     refused = 0
@@ -206,18 +214,58 @@ def access_check(run_dir: _RunArg,
 
 
 @access_app.command("list")
-def access_list(run_dir: _RunArg, state: _StateOpt = None) -> None:
+def access_list(run_dir: _RunArg, state: _StateOpt = None, db: _DbOpt = None) -> None:
     """Who is enrolled, with template counts."""
-    people = _access(run_dir, state).people
+    people = _access(run_dir, state, db=db).people
     console.print("\n".join(f"{n}: {k} template(s)" for n, k in people.items()) or "nobody is enrolled")
 
 
 @access_app.command("remove")
 def access_remove(run_dir: _RunArg, name: Annotated[str, typer.Argument(help="The person to forget.")],
-                  state: _StateOpt = None) -> None:
-    """Forget a person (their templates are deleted from the gallery)."""
-    n = _access(run_dir, state).remove(name)
+                  state: _StateOpt = None, db: _DbOpt = None) -> None:
+    """Forget a person: templates, kept photos, and their name and images on past events."""
+    n = _access(run_dir, state, db=db).remove(name)
     console.print(f"{name}: {n} template(s) removed")
+
+
+@app.command("serve")
+def serve(run_dir: _RunArg,
+          db: _DbOpt = None,
+          host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1 = this machine only).")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+          mqtt: Annotated[str | None, typer.Option(help="MQTT broker, mqtt://[USER:PW@]HOST[:PORT]: events on "
+                                                  "atalaia/<door>/event, Home Assistant discovery.")] = None,
+          webhook: Annotated[str | None, typer.Option(help="URL that gets every event as a JSON POST.")] = None,
+          door: Annotated[list[str] | None, typer.Option(help="Door name(s) sharing the gallery; the first is the "
+                                                        "page's. Repeat for several.")] = None,
+          keep_photos: Annotated[bool, typer.Option("--keep-photos", help="Keep enrolment photos and the first "
+                                                    "frame of each decision in the database (biometric data).")] = False,
+          threshold: Annotated[str, typer.Option(help="As for `atalaia access check`.")] = "open_far_1e-2",
+          aligned: _AlignedOpt = False,
+          runtime: Annotated[str, typer.Option(help="litert (default) or tflm (the device's interpreter).")] = "litert",
+          recognise_rate: Annotated[float, typer.Option(help="Recognition requests per second allowed per client "
+                                                        "address and door (bursts of 4x, at least 20).")] = 5.0,
+          admin_password_file: Annotated[Path | None, typer.Option(
+              help="File with the admin password (or set ATALAIA_ADMIN_PASSWORD); random and printed once if "
+                   "neither is given on a new store.")] = None) -> None:
+    """The door-access web service: page + API (enrol, recognise, door mode, people, log, model card), MQTT."""
+    from atalaia.serve.app import ServeConfig, first_start_secrets, run_server
+
+    pw = os.environ.get("ATALAIA_ADMIN_PASSWORD")
+    if admin_password_file is not None:
+        if not admin_password_file.is_file():
+            raise AtalaiaError(f"--admin-password-file {admin_password_file} does not exist")
+        pw = admin_password_file.read_text().strip()
+    doors = door or ["door"]
+    cfg = ServeConfig(run_dir=run_dir, db=db, door=doors[0], extra_doors=tuple(doors[1:]), threshold=threshold,
+                      aligned=aligned, runtime=runtime, keep_photos=keep_photos, mqtt_url=mqtt, webhook_url=webhook,
+                      admin_password=pw, door_token=os.environ.get("ATALAIA_DOOR_TOKEN"),
+                      recognise_rate=recognise_rate, recognise_burst=max(20, int(4 * recognise_rate)))
+    cfg, msgs = first_start_secrets(cfg)
+    for m in msgs:
+        err_console.print(m, highlight=False)
+    err_console.print(f"serving {run_dir} on http://{host}:{port}/ (door {', '.join(doors)})", highlight=False)
+    run_server(cfg, host, port)
 
 
 from atalaia.tune.cli import tune_command  # noqa: E402

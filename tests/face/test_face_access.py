@@ -15,11 +15,11 @@ from atalaia.pipeline.runfolder import write_marker
 @pytest.fixture(scope="module")
 def face_run(face_data, tmp_path_factory):
     """A run folder with only what the app reads: int8_litert/{model.tflite, face_model.json, DONE.json}."""
+    import keras
+
     from atalaia.deploy.tflite import TFLiteRunner, convert_int8
     from atalaia.face.data import load_chip_sets, representative_inputs
     from atalaia.face.train import build_student
-
-    import keras
 
     cs = load_chip_sets([face_data["chipset"]], 32)
     keras.utils.set_random_seed(0)  # an untrained model: fix its weights so its embeddings are the same every run
@@ -74,9 +74,14 @@ def test_enrol_check_log_and_reload(face_data, face_run, tmp_path):
     assert ac.remove("bob") == 3 and ac.people == {"ann": 3}
     with pytest.raises(AtalaiaError, match="'bob' is not enrolled"):
         ac.remove("bob")
-    events = [json.loads(x) for x in (tmp_path / "s" / "events.jsonl").read_text().splitlines()]
-    assert [ev["event"] for ev in events] == ["enrol", "enrol", "check", "check", "check", "remove"]
+    total, events = ac.store.events(limit=100)
+    events = events[::-1]  # oldest first
+    assert total == 6 and [ev["kind"] for ev in events] == ["enrol", "enrol", "check", "check", "check", "remove"]
     assert events[4]["granted"] is False and events[4]["score"] is None  # NaN is logged as null
+    assert events[2]["person"] == d.person and events[2]["score"] == pytest.approx(d.score)
+    # bob's rows keep only his pseudonymous id
+    assert events[1]["person"] is None and events[1]["subject"].startswith("p-")
+    assert (tmp_path / "s" / "access.db").is_file()
 
 
 def test_default_threshold_follows_the_gallery_size(face_data, face_run, tmp_path):
@@ -120,16 +125,16 @@ def test_bad_inputs_are_clear_errors(face_data, face_run, tmp_path):
     ac = AccessControl(face_run, state_dir=tmp_path, aligned=True)
     with pytest.raises(DataError, match="none of the 1 image"):
         ac.enrol("ann", [tmp_path / "nope.jpg"])
-    assert not (tmp_path / "gallery.json").exists()  # nothing saved
+    assert ac.people == {} and ac.store.events()[0] == 0  # nothing saved
     ac.enrol("ann", _chips(face_data, 0)[:1])
-    doc = json.loads((tmp_path / "gallery.json").read_text())
-    doc["model_sha256"] = "0" * 64
-    (tmp_path / "gallery.json").write_text(json.dumps(doc))
+    ac.store.set_meta("model_sha256", "0" * 64)
     with pytest.raises(DataError, match="enrolled with another model"):
         AccessControl(face_run, state_dir=tmp_path)
-    (tmp_path / "gallery.json").write_text("{")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "gallery.json").write_text("{")
     with pytest.raises(DataError, match="not an AtalaIA gallery"):
-        AccessControl(face_run, state_dir=tmp_path)
+        AccessControl(face_run, state_dir=fresh)
 
 
 def test_cli_enrol_check_list_remove(face_data, face_run, tmp_path):
@@ -152,6 +157,54 @@ def test_cli_enrol_check_list_remove(face_data, face_run, tmp_path):
     assert "nobody is enrolled" in cli.invoke(app, ["access", "list", run, *st]).output
 
 
+def test_old_gallery_and_log_are_imported_once(face_data, face_run, tmp_path):
+    """The file-based state of earlier versions moves into the store once; the files (biometric data) go."""
+    donor = AccessControl(face_run, state_dir=tmp_path / "donor", aligned=True)
+    emb, _ = donor.embed(_chips(face_data, 0)[:2])
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "gallery.json").write_text(json.dumps({"model_sha256": donor.model_sha256, "embedding_dim": 16,
+                                                   "people": {"ann": emb.tolist()}}))
+    (old / "events.jsonl").write_text(
+        json.dumps({"time": "2026-01-02T03:04:05+0000", "event": "enrol", "person": "ann", "added": 2}) + "\n"
+        + json.dumps({"time": "2026-01-02T03:05:00+0000", "event": "check", "image": "x.jpg", "granted": True,
+                      "person": "ann", "score": 0.9, "threshold": 0.6, "reason": "match"}) + "\n")
+    ac = AccessControl(face_run, state_dir=old, aligned=True)
+    assert ac.imported == {"people": 1, "templates": 2, "events": 2}
+    assert not (old / "gallery.json").exists() and not (old / "events.jsonl").exists()
+    assert ac.people == {"ann": 2}
+    total, evs = ac.store.events()
+    assert total == 2 and {e["time"] for e in evs} == {"2026-01-02T03:04:05Z", "2026-01-02T03:05:00Z"}
+    assert ac.check(_chips(face_data, 0)[0]).score == pytest.approx(1.0, abs=1e-4)  # its own template
+    again = AccessControl(face_run, state_dir=old, aligned=True)
+    assert again.imported is None and again.people == {"ann": 2}  # once
+
+
+def test_burst_is_a_majority_of_the_single_frame_rule(face_data, face_run, tmp_path):
+    from atalaia.face.access import majority
+
+    ac = AccessControl(face_run, state_dir=tmp_path, aligned=True, threshold=0.5)
+    ac.enrol("ann", _chips(face_data, 0)[:3])
+    ac.enrol("bob", _chips(face_data, 1)[:3])
+    frames = _chips(face_data, 0)[3:6]
+    d = ac.check_burst(frames)
+    singles = [ac.check(f) for f in frames]  # each frame through the one-image rule
+    want = majority([(x.person, x.score, x.threshold) for x in singles])
+    assert (d.person, d.score, d.granted, d.frames) == (want[0], pytest.approx(want[1], abs=1e-5), want[2], 3)
+    assert d.event_id is not None and "of 3 frames matched" in d.reason
+    # the vote itself: 2 of 3 as one person grants, a split or a single vote does not
+    assert majority([("a", 0.9, 0.5), ("a", 0.6, 0.5), ("b", 0.8, 0.5)]) == ("a", 0.9, True, 2)
+    assert majority([("a", 0.9, 0.5), ("b", 0.6, 0.5), ("c", 0.4, 0.5)])[2] is False
+    assert majority([("a", 0.9, 0.5), ("a", 0.4, 0.5), ("a", 0.45, 0.5)]) == ("a", 0.9, False, 1)
+    assert majority([("a", 0.7, 0.5)]) == ("a", 0.7, True, 1)  # one frame = the single-image rule
+    assert majority([("a", 0.7, 0.5), ("a", 0.6, 0.5)])[2] is True and majority([("a", 0.7, 0.5), ("a", 0.4, 0.5)])[2] is False
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    d2 = ac.check_burst([bad, frames[0]])  # an unreadable frame is dropped, the others decide
+    assert d2.frames == 1 and d2.score == pytest.approx(singles[0].score, abs=1e-5)
+    assert not ac.check_burst([bad]).granted
+
+
 def test_mirror_tta_model_embeds_each_face_and_its_mirror(face_data, face_run, tmp_path):
     """A model measured with face.mirror_tta must be used the same way by the app (and the firmware)."""
     import shutil
@@ -167,7 +220,7 @@ def test_mirror_tta_model_embeds_each_face_and_its_mirror(face_data, face_run, t
     plain = AccessControl(face_run, state_dir=tmp_path / "a", aligned=True)
     tta = AccessControl(run, state_dir=tmp_path / "b", aligned=True)
     chips = _chips(face_data, 0)[:3]
-    x = np.stack([plain._model_input(c) for c in chips])
+    x = np.stack([plain.probe(c).x for c in chips])
     want = mirror_fuse(plain._runner.predict(x), plain._runner.predict(x[:, :, ::-1]))
     got, _ = tta.embed(chips)
     np.testing.assert_allclose(got, want, atol=1e-6)

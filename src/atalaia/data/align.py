@@ -25,7 +25,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -102,7 +102,7 @@ def apply_transform(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def load_image_rgb(path: str | Path) -> np.ndarray:
+def load_image_rgb(path: str | Path | BinaryIO) -> np.ndarray:
     """Read any common image file as an 8-bit RGB array (H, W, 3) uint8.
 
     Handles grey (replicated to 3 channels), grey+alpha / RGBA / palette with transparency (alpha dropped:
@@ -111,7 +111,7 @@ def load_image_rgb(path: str | Path) -> np.ndarray:
     naming the file when it is missing, not an image, truncated, or smaller than 32 px on a side (too small
     to hold a detectable face).
     """
-    path = Path(path)
+    path = path if hasattr(path, "read") else Path(path)  # a file, or an in-memory upload (the service)
     try:
         with Image.open(path) as im:
             im.load()
