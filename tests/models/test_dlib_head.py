@@ -57,6 +57,16 @@ def test_bad_inputs_rejected():
         train_head(x, y, 5).logits_from_embeddings(x[:, :64])
 
 
+def test_load_originals_errors(tmp_path):
+    from atalaia.models.dlib_head import load_originals
+
+    (tmp_path / "x.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="cannot read image"):
+        load_originals([tmp_path / "x.png"])
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "c.png")
+    assert load_originals([tmp_path / "c.png"])[0].shape == (10, 12, 3)
+
+
 def test_center_chip_geometry():
     img = np.zeros((112, 92), np.uint8)
     img[:, 46:] = 255  # right half white
@@ -71,8 +81,8 @@ def test_orl_originals_are_aligned_by_the_detector_and_cached(tmp_path, monkeypa
     pytest.importorskip("dlib")
     from atalaia.models import dlib_head
 
-    imgs = [np.asarray(Image.open(FIXTURES / "orl" / f)) for f in ("s1_1.pgm", "s1_2.pgm", "s2_1.pgm")]
-    assert imgs[0].shape == (112, 92)
+    imgs = dlib_head.load_originals([FIXTURES / "orl" / f for f in ("s1_1.pgm", "s1_2.pgm", "s2_1.pgm")])
+    assert imgs[0].shape == (112, 92) and imgs[0].dtype == np.uint8
     cache = tmp_path / "emb.npz"
     emb, how = dlib_head.embed_images(imgs, DlibHeadConfig(), cache=cache)
     assert set(how) <= {"hog", "mmod"}, how  # the x2 upscale lets dlib find ORL faces

@@ -166,6 +166,22 @@ def embed_images(images: Sequence[np.ndarray] | np.ndarray, cfg: DlibHeadConfig,
     return out, how
 
 
+def load_originals(paths: Sequence[str | Path]) -> list[np.ndarray]:
+    """Read image files at their own size as uint8 (grey stays (H, W), colour becomes (H, W, 3) RGB).
+
+    The teacher's input for a dataset whose student images are downscaled copies: pass
+    `FaceDataset.paths` here and the result to `fit_dlib_head` / `DlibHead.logits`."""
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                out.append(np.asarray(im.convert("L" if im.mode in ("L", "LA", "1") else "RGB"), np.uint8))
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot read image {p}: {type(e).__name__}: {e}") from None
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ the head
 class DlibHead:
     """Dense head over standardised dlib embeddings. `logits_*` are numpy only (no Keras, no TensorFlow)."""
@@ -282,4 +298,4 @@ def fit_dlib_head(train_images: Sequence[np.ndarray] | np.ndarray, labels: np.nd
 
 
 __all__ = ["ALIGN_MODES", "DlibHead", "DlibHeadConfig", "center_chip", "dlib_input", "embed_images",
-           "fit_dlib_head", "train_head"]
+           "fit_dlib_head", "load_originals", "train_head"]
