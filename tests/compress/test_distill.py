@@ -60,3 +60,31 @@ def test_bad_hyper_parameters_rejected(tiny_faces):
         train_classifier(m, sp, TrainConfig(epochs=1), alpha=2.0)
     with pytest.raises(ValueError, match="temperature"):
         train_classifier(m, sp, TrainConfig(epochs=1), temperature=0.0)
+
+
+def test_teacher_logit_table_is_what_the_student_learns(tiny_faces):
+    """A table that names a *different* class per image (a derangement of the labels) must win over the labels
+    when alpha = 0: the student then follows the table, which proves each image gets its own row."""
+    ds = load_identity_folder(tiny_faces, image_size=(16, 16), channels=1)
+    sp = split_dataset(ds, (0.5, 0.25, 0.25), 0)
+    perm = np.array([1, 2, 3, 0])
+    table = 8.0 * np.eye(4, dtype=np.float32)[perm[sp.train.labels]]
+    student = create_model("ds_cnn", num_classes=4, input_shape=(16, 16, 1), width=0.25)
+    cfg = TrainConfig(epochs=15, batch_size=8, learning_rate=1e-2)
+    h = train_classifier(student, sp, cfg, teacher_logits=table, alpha=0.0, temperature=2.0, seed=0,
+                         restore_best=False)
+    assert all(k > 0 for k in h.kd)
+    x = to_float(sp.train.images)
+    follows_table = accuracy_of(student, x, perm[sp.train.labels])
+    follows_labels = accuracy_of(student, x, sp.train.labels)
+    assert follows_table >= 0.75 and follows_labels <= 0.25, (follows_table, follows_labels)
+
+
+def test_teacher_logit_table_checked(tiny_faces):
+    ds = load_identity_folder(tiny_faces, image_size=(16, 16), channels=1)
+    sp = split_dataset(ds, (0.5, 0.25, 0.25), 0)
+    m = create_model("ds_cnn", num_classes=4, input_shape=(16, 16, 1), width=0.25)
+    with pytest.raises(ValueError, match="teacher_logits must be"):
+        train_classifier(m, sp, TrainConfig(epochs=1), teacher_logits=np.zeros((3, 4)), alpha=0.5)
+    with pytest.raises(ValueError, match="not both"):
+        train_classifier(m, sp, TrainConfig(epochs=1), teacher=m, teacher_logits=np.zeros((16, 4)), alpha=0.5)

@@ -7,7 +7,9 @@ Convention (written in every report):
 alpha weighs the ground-truth labels, (1 - alpha) the teacher; the T^2 factor keeps the soft-target gradients
 on the same scale as the hard ones when T changes (Hinton et al. 2015). alpha = 1 is plain training, which
 is how the baseline student is trained, with the same seed and epochs, so "KD gain" compares like with like.
-The teacher sees exactly the augmented batch the student sees.
+A Keras teacher sees exactly the augmented batch the student sees. A teacher that is not a Keras model on the
+student's input (e.g. `models.dlib_head`, a frozen dlib embedder on the original image) is given as a table
+`teacher_logits` (one row per training image): the KD target of an augmented view is its source image's row.
 """
 
 from __future__ import annotations
@@ -79,13 +81,18 @@ class _KDTrainer(keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        x, y = data
+        if len(data) == 3:  # (x, y, row of the teacher-logit table)
+            x, y, table_logits = data
+        else:
+            (x, y), table_logits = data, None
         if self.augment is not None:
             x = self.augment(x)
         with tf.GradientTape() as tape:
             logits = self.student(x, training=True)
             teacher_logits = None
-            if self.teacher is not None and self.alpha < 1.0:
+            if table_logits is not None and self.alpha < 1.0:
+                teacher_logits = tf.stop_gradient(table_logits)
+            elif self.teacher is not None and self.alpha < 1.0:
                 teacher_logits = tf.stop_gradient(self.teacher(x, training=False))
             loss, ce, kd = distillation_loss(y, logits, teacher_logits, self.alpha, self.temperature)
             if self.student.losses:
@@ -167,6 +174,7 @@ def train_classifier(
     *,
     augment: AugmentConfig | None = None,
     teacher: keras.Model | None = None,
+    teacher_logits: np.ndarray | None = None,
     alpha: float = 1.0,
     temperature: float = 1.0,
     epochs: int | None = None,
@@ -181,6 +189,7 @@ def train_classifier(
 
     Keeps the weights of the epoch with the best validation accuracy (`restore_best`); the test split is
     never looked at here. `on_epoch(epoch, val_accuracy)` lets a tuner prune hopeless trials (it may raise).
+    `teacher_logits` (N_train, num_classes), aligned with `split.train`, replaces `teacher` by a fixed table.
     """
     import tensorflow as tf
 
@@ -198,7 +207,16 @@ def train_classifier(
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps), alpha=0.01)
     trainer = _KDTrainer(student, teacher, alpha, temperature, make_augment(augment) if augment else None)
     trainer.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay))
-    ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    if teacher is not None and teacher_logits is not None:
+        raise ValueError("give either a teacher model or a teacher_logits table, not both")
+    tensors: tuple = (x_train, y_train)
+    if teacher_logits is not None:
+        table = np.asarray(teacher_logits, np.float32)
+        if table.ndim != 2 or len(table) != len(x_train) or table.shape[1] != student.output_shape[-1]:
+            raise ValueError(f"teacher_logits must be (n_train={len(x_train)}, {student.output_shape[-1]}), "
+                             f"got {table.shape}")
+        tensors = (x_train, y_train, table)
+    ds = (tf.data.Dataset.from_tensor_slices(tensors)
           .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
           .batch(bs).prefetch(2))
     history = TrainHistory()

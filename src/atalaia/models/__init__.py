@@ -12,7 +12,7 @@ from collections.abc import Callable
 import keras
 
 from atalaia.errors import RecipeError
-from atalaia.models import students, teachers
+from atalaia.models import rafael, students, teachers
 
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {
     "code2": students.code2,
@@ -20,6 +20,10 @@ _REGISTRY: dict[str, Callable[..., keras.Model]] = {
     "ds_cnn": students.ds_cnn,
     "ds_cnn_deep": students.ds_cnn_deep,
     "ds_res": students.ds_res,
+    "rafael_base": rafael.rafael_base,
+    "rafael_1": rafael.rafael_1,
+    "rafael_2": rafael.rafael_2,
+    "rafael_3": rafael.rafael_3,
     "teacher_resnet": teachers.teacher_resnet,
 }
 
