@@ -6,6 +6,7 @@ so they check the search machinery in milliseconds; two tests train for real on 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -230,12 +231,11 @@ class _Poison:
 
 @pytest.mark.slow
 def test_real_multi_objective_uses_val_never_test(tiny_faces, tmp_path, monkeypatch):
-    real = T._load_data
+    real = study._load_data
 
     def poisoned(recipe):
         d = real(recipe)
-        d.split = type(d.split)(train=d.split.train, val=d.split.val, test=_Poison())
-        return d
+        return dataclasses.replace(d, split=type(d.split)(train=d.split.train, val=d.split.val, test=_Poison()))
 
     monkeypatch.setattr(study, "_load_data", poisoned)
     r = _recipe(tmp_path, tiny_faces, epochs=1)

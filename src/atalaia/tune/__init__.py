@@ -5,14 +5,27 @@ one trial on the validation split), `study` (`tune`: the resumable search), `rep
 `apply` (read a study back and apply its knobs to a recipe), `cli` (`atalaia tune`).
 
 The tuner sits above the run engine: tuned knobs are applied to a recipe before a run starts (by the CLI or
-`atalaia.run`); nothing under `atalaia.pipeline` imports this package.
+`atalaia.run`); nothing under `atalaia.pipeline` imports this package. The names below load their module on
+first use, so `atalaia --help` and input validation never pay for TensorFlow.
 """
 
-from atalaia.tune.apply import apply_params, apply_study, best_params, tuned_recipe
-from atalaia.tune.space import PRUNERS, SAMPLERS, THESIS_ALPHAS, THESIS_TEMPERATURES, SearchSpace, TuneError
-from atalaia.tune.storage import default_storage, default_study_name
-from atalaia.tune.study import TuneResult, tune
+from __future__ import annotations
 
-__all__ = ["PRUNERS", "SAMPLERS", "THESIS_ALPHAS", "THESIS_TEMPERATURES", "SearchSpace", "TuneError", "TuneResult",
-           "apply_params", "apply_study", "best_params", "default_storage", "default_study_name", "tune",
-           "tuned_recipe"]
+import importlib
+from typing import Any
+
+_HOME = {
+    "apply_params": "apply", "apply_study": "apply", "best_params": "apply", "tuned_recipe": "apply",
+    "PRUNERS": "space", "SAMPLERS": "space", "THESIS_ALPHAS": "space", "THESIS_TEMPERATURES": "space",
+    "SearchSpace": "space", "TuneError": "space", "default_storage": "storage", "default_study_name": "storage",
+    "TuneResult": "study", "tune": "study",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"atalaia.tune.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'atalaia.tune' has no attribute '{name}'")
+
+
+__all__ = sorted(_HOME)
