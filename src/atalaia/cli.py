@@ -33,39 +33,81 @@ def run(
         "--study-storage", help="Study storage URL (default: RUN/tune/study.db).")] = None,
     trial: Annotated[int | None, typer.Option(
         "--trial", help="Trial number (default: best; multi-objective: most accurate Pareto trial).")] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only validate the recipe, the output folder and the data (headers), then stop.")] = False,
 ) -> None:
     """Run the whole pipeline: teacher, baseline, distil, prune, int8, TFLM check, report."""
+    r, out_dir, summary = _validate_run(recipe, out, set_)  # seconds, before TensorFlow; nothing written
+    if check:
+        console.print(f"ok: recipe '{r.name}', {summary}, run folder {out_dir}", highlight=False)
+        return
+    _run_pipeline(r, out_dir, force=force, from_study=from_study, study_storage=study_storage, trial=trial)
+
+
+def _validate_run(recipe: Path | None, out: Path | None, set_: list[str] | None):
+    """Recipe parse and ranges, output folder, dataset listing and image headers: each mistake is one line
+    (exit 2) before any heavy import, and nothing is created."""
+    from atalaia.config import load_recipe, parse_overrides
+    from atalaia.preflight import preflight
+
+    r = load_recipe(recipe, parse_overrides(set_))
+    out_dir = out or Path("runs") / r.name
+    summary = preflight(r, out_dir, "--out" if out else f"run folder '{out_dir}' (set --out)")
+    return r, out_dir, summary
+
+
+def _run_pipeline(r, out_dir: Path, *, force: bool, from_study: str | None, study_storage: str | None,
+                  trial: int | None) -> None:
+    import shutil
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from atalaia.config import load_recipe, parse_overrides
+    from atalaia.data.images import pixel_limit
+    from atalaia.errors import DataError
     from atalaia.ioutil import import_tensorflow_quietly
     from atalaia.pipeline import make_pipeline
     from atalaia.report import print_summary
 
-    r = load_recipe(recipe, parse_overrides(set_))
     import_tensorflow_quietly()
-    out_dir = out or Path("runs") / r.name
     if from_study:
         from atalaia.compress.tune import apply_study
 
         r = apply_study(r, study_storage or str(out_dir), from_study, trial)
     console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    new_folder = not out_dir.exists()
+    try:
+        with pixel_limit(r.data.max_image_pixels), \
+                Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                         console=console, transient=True) as progress:
 
-        def make_progress(desc: str, total: int):
-            task = progress.add_task(desc, total=total)
+            def make_progress(desc: str, total: int):
+                task = progress.add_task(desc, total=total)
 
-            def tick(n: int) -> None:
-                progress.update(task, completed=n)
-                if n >= total:
-                    progress.remove_task(task)
+                def tick(n: int) -> None:
+                    progress.update(task, completed=n)
+                    if n >= total:
+                        progress.remove_task(task)
 
-            return tick
+                return tick
 
-        pipe = make_pipeline(r, out_dir, force=force, log=lambda m: progress.console.print(m, markup=False, highlight=False),
-                        make_progress=make_progress)
-        report = pipe.run()
+            pipe = make_pipeline(r, out_dir, force=force,
+                                 log=lambda m: progress.console.print(m, markup=False, highlight=False),
+                                 make_progress=make_progress)
+            report = pipe.run()
+    except KeyboardInterrupt:
+        # typer would turn this into a bare exit 130; say what is kept first
+        err_console.print("interrupted; finished stages are kept, run again to resume", highlight=False)
+        # every stage's files are written atomically and its DONE.json last, so skipping the interpreter's
+        # teardown (~3 s with TensorFlow loaded) loses nothing
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    except DataError:
+        # a pixel-level data error (the headers were fine): a folder this command made, with no finished
+        # stage in it, would only look like a run
+        if new_folder and out_dir.is_dir() and not any(out_dir.glob("*/DONE.json")):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     print_summary(report, console)
     console.print(f"report: {out_dir / 'report.html'}  (also report.md, report.json)")
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from atalaia.errors import RecipeError
+from atalaia.interrupt import check_interrupt, interruptible
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
     rng = np.random.default_rng(spec.seed)
     tlog = TrainLog()
     t0 = time.perf_counter()
-    for ep in range(epochs):
+    for ep in interruptible(range(epochs)):  # Ctrl-C: stop after the current batch (check_interrupt)
         order = identity_batches(labels, spec.images_per_identity, rng) \
             if spec.images_per_identity >= 2 else rng.permutation(n)
         sums: dict[str, float] = {}
@@ -281,6 +282,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
         for s in range(0, n - spec.batch_size + 1 if n >= spec.batch_size else 1, spec.batch_size):
             idx = order[s : s + spec.batch_size]
             out = step(images_uint8[idx], labels[idx], teacher[idx], t_ok[idx])
+            check_interrupt()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             nb += 1
