@@ -128,36 +128,44 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder holding re
 
 
 @app.command()
-def targets() -> None:
+def targets(wide: Annotated[bool, typer.Option(
+        "--wide", help="Every column, however wide (default: what fits the terminal, 80 columns in a pipe).")] = False
+            ) -> None:
     """List MCU targets and how well the latency estimate matches published timings."""
-    from rich.table import Table
-
     from atalaia.deploy.targets import TARGETS, calibration_report
+    from atalaia.report.table import Col, print_table, terminal_width
 
-    t = Table(title="MCU targets")
-    for c in ("name", "clock MHz", "flash KB", "SRAM for arena KB", "PSRAM KB", "kernels", "description"):
-        t.add_column(c)
-    for tg in TARGETS.values():
-        t.add_row(tg.name, str(tg.clock_mhz), f"{tg.flash_bytes / 1024:.0f}", f"{tg.sram_bytes / 1024:.0f}",
-                  f"{tg.psram_bytes / 1024:.0f}", tg.kernels, tg.description)
-    console.print(t)
-    c = Table(title="latency estimate (est.) vs published timings of real models (calibration anchors)")
-    cols = [("target", "target"), ("model", "model"), ("MACs", "macs"), ("published ms", "published_ms"),
-            ("est. ms", "estimate_ms"), ("fit error", "rel_error"),
-            ("leave-one-out error", "loo_rel_error"), ("single-rate error", "single_rate_rel_error"), ("fit", "fit"), ("source", "source")]
-    for title, _ in cols:
-        c.add_column(title, overflow="fold")
-    for row in calibration_report():
-        cells = []
-        for _, k in cols:
-            v = row.get(k)
-            cells.append(f"{100 * v:+.1f}%" if k.endswith("rel_error") and v is not None
-                         else f"{v:,}" if isinstance(v, int) else f"{v:.1f}" if isinstance(v, float) else str(v))
-        c.add_row(*cells)
-    console.print(c)
+    width = terminal_width()
+    cols = [Col("name"), Col("clock MHz", priority=2, justify="right"), Col("flash KB", justify="right"),
+            Col("arena SRAM KB", justify="right"), Col("PSRAM KB", priority=1, justify="right"),
+            Col("kernels", priority=1), Col("description", text=True, priority=3, min_width=30)]
+    rows = [[tg.name, tg.clock_mhz, f"{tg.flash_bytes / 1024:.0f}", f"{tg.sram_bytes / 1024:.0f}",
+             f"{tg.psram_bytes / 1024:.0f}", tg.kernels, tg.description] for tg in TARGETS.values()]
+    hidden = print_table(console, "MCU targets", cols, rows, width=width, wide=wide)
+    if "description" in hidden:
+        for tg in TARGETS.values():
+            console.print(f"• {tg.name}: {tg.description}", highlight=False, markup=False, width=width)
+    cols = [Col("target"), Col("model"), Col("MACs", priority=2, justify="right"),
+            Col("published ms", justify="right"), Col("est. ms", justify="right"),
+            Col("fit error", priority=1, justify="right"), Col("LOO error", justify="right"),
+            Col("single-rate error", priority=3, justify="right"), Col("fit", text=True, priority=4, min_width=24),
+            Col("source", text=True, priority=5, min_width=24)]
+    pct = "+.1%"
+    rows = [[a["target"], a["model"], format(a["macs"], ","), format(a["published_ms"], ".1f"),
+             format(a["estimate_ms"], ".1f"), _cell(a["rel_error"], pct), _cell(a["loo_rel_error"], pct),
+             _cell(a["single_rate_rel_error"], pct), a["fit"], a["source"]] for a in calibration_report()]
+    print_table(console, "latency estimate (est.) vs published timings (calibration anchors)", cols, rows,
+                width=width, wide=wide)
     console.print("A fit with as many parameters as anchors is exact on them by construction: the leave-one-out "
-                  "error is the honest one. Targets with a single anchor use a single MACs rate; their estimates "
-                  "for other model shapes are extrapolations.")
+                  "(LOO) error is the honest one (— with a single anchor). Targets with a single anchor use a "
+                  "single MACs rate; their estimates for other model shapes are extrapolations.",
+                  highlight=False, width=width if not wide else None)
+
+
+def _cell(value, spec: str) -> str:
+    from atalaia.report.table import cell
+
+    return cell(value, spec)
 
 
 @app.command()
