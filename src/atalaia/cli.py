@@ -300,11 +300,20 @@ from atalaia.compress.tune_cli import tune_command  # noqa: E402
 app.command(name="tune")(tune_command)
 
 
+def _one_line(message: str) -> str:
+    """The promised single line: a newline or control character echoed from the user's input is escaped, and
+    rich markup in it is shown as typed."""
+    from rich.markup import escape
+
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+    return escape(text)
+
+
 def main() -> None:
     try:
         app()
     except AtalaiaError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {_one_line(str(e))}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished stages are kept, run again to resume")

@@ -269,7 +269,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise RecipeError(f"{where}: expected a number, got {value!r}")
         if not math.isfinite(value):  # YAML's .inf/.nan parse as floats; every number here must be finite
             raise RecipeError(f"{where}: expected a finite number, got {value!r}")
-        if tp is int and float(value) != int(value):
+        if tp is int and not isinstance(value, int) and float(value) != int(value):
             raise RecipeError(f"{where}: expected an integer, got {value!r}")
         return tp(value)
     if tp is str:
@@ -342,13 +342,15 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
         node = raw
         *parents, leaf = dotted.split(".")
         for i, p in enumerate(parents):
+            section = ".".join(parents[: i + 1])
+            if _field_type(section) not in (None, "section"):
+                raise RecipeError(f"--set {dotted}=...: '{section}' is a value, not a section; "
+                                  f"use --set {section}=VALUE")
             child = node.setdefault(p, {})
             if child is None:
                 child = node[p] = {}
             if not isinstance(child, dict):
-                section = ".".join(parents[: i + 1])
-                raise RecipeError(f"--set {dotted}=...: '{section}' is a value, not a section; "
-                                  f"use --set {section}=VALUE")
+                raise RecipeError(f"--set {dotted}=...: '{section}' in {path.name} is not a section")
             node = child
         node[leaf] = value
     try:
@@ -367,6 +369,20 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
     return recipe
 
 
+def _field_type(dotted: str) -> str | None:
+    """'section' if `dotted` names a recipe section, 'value' if a leaf field, None if unknown (the error for
+    an unknown key, with its suggestion, comes later from `_build`)."""
+    cls: Any = Recipe
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return "value"
+        hints = typing.get_type_hints(cls)
+        if part not in hints or part == "base_dir":
+            return None
+        cls = hints[part]
+    return "section" if dataclasses.is_dataclass(cls) else "value"
+
+
 def validate(r: Recipe) -> None:
     """Range checks that name the field and what is allowed."""
     checks = [
@@ -380,7 +396,18 @@ def validate(r: Recipe) -> None:
         (r.data.channels in (1, 3), "data.channels must be 1 (grey) or 3 (RGB)"),
         (abs(sum(r.data.split) - 1.0) < 1e-6 and min(r.data.split) > 0, "data.split must be 3 positive fractions summing to 1"),
         (r.data.min_images_per_class >= 3, "data.min_images_per_class must be >= 3 (one each for train/val/test)"),
+        (0 <= r.seed < 2**32, "seed must be in [0, 2^32)"),
+        (all(0.0 <= v <= 1.0 for v in (r.data.augment.shift, r.data.augment.zoom, r.data.augment.brightness,
+                                       r.data.augment.contrast)),
+         "data.augment shift/zoom/brightness/contrast must be in [0, 1]"),
         (r.train.epochs >= 1, "train.epochs must be >= 1"),
+        (r.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (r.prune.magnitude.epochs >= 0 and r.prune.channel.epochs >= 0, "prune.*.epochs must be >= 0"),
+        (r.prune.magnitude.frequency >= 1, "prune.magnitude.frequency must be >= 1"),
+        (0.0 <= r.prune.magnitude.begin_fraction < r.prune.magnitude.end_fraction <= 1.0,
+         "prune.magnitude: 0 <= begin_fraction < end_fraction <= 1"),
+        (r.evaluate.latency_runs >= 1, "evaluate.latency_runs must be >= 1"),
         (r.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (r.train.learning_rate > 0, "train.learning_rate must be > 0"),
         (0.0 <= r.distill.alpha <= 1.0, "distill.alpha must be in [0, 1]"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from atalaia.config import Recipe
 from atalaia.data.dataset import check_identity_folder
+from atalaia.deploy.targets import get_target
 from atalaia.errors import AtalaiaError, DataError
 
 
@@ -74,7 +75,9 @@ def check_data(r: Recipe) -> str:
 
 
 def preflight(r: Recipe, out_dir: str | Path, flag: str = "--out") -> str:
-    """Output folder, then data: everything that can be checked before TensorFlow is imported."""
+    """Targets, output folder, then data: everything that can be checked before TensorFlow is imported."""
+    for t in r.evaluate.targets:
+        get_target(t)  # RecipeError listing the valid names
     check_out_dir(out_dir, flag)
     return check_data(r)
 
