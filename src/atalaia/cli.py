@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from atalaia.errors import AtalaiaError  # noqa: E402
+from atalaia.errors import AtalaiaError, AtalaiaWarning  # noqa: E402
+
+_default_showwarning = warnings.showwarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shrink face-recognition CNNs for microcontrollers, and measure what it cost.")
@@ -122,7 +125,13 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder holding re
     path = run_dir / "report.json"
     if not path.is_file():
         raise AtalaiaError(f"no report.json in '{run_dir}': run `atalaia run` first")
-    rep = json.loads(path.read_text())
+    try:
+        rep = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise AtalaiaError(f"'{path}' is not readable JSON ({type(e).__name__}); run `atalaia run` again to "
+                           "rewrite it") from None
+    if not isinstance(rep, dict) or not isinstance(rep.get("stages"), list) or "recipe_name" not in rep:
+        raise AtalaiaError(f"'{path}' is not an AtalaIA report (no stages); run `atalaia run` again to rewrite it")
     write_report(rep, run_dir)
     print_summary(rep, console)
 
@@ -309,7 +318,16 @@ def _one_line(message: str) -> str:
     return escape(text)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings (e.g. a Pillow remark about one image file) as one `warning:` line; others as usual."""
+    if issubclass(category, AtalaiaWarning):
+        err_console.print(f"[yellow]warning:[/] {_one_line(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         app()
     except AtalaiaError as e:

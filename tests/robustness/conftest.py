@@ -9,6 +9,7 @@ import io
 import struct
 import sys
 import traceback
+import warnings
 import zlib
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def _cached_app() -> None:
 def invoke(*args: str) -> Outcome:
     """`atalaia ARGS` in this process. `run` stops where the pipeline (TensorFlow) would start."""
     reached: list[bool] = []
-    saved_run, saved_argv, saved_app = cli._run_pipeline, sys.argv, cli.app
+    saved_run, saved_argv, saved_app, saved_show = cli._run_pipeline, sys.argv, cli.app, warnings.showwarning
     cli._run_pipeline = lambda *a, **k: reached.append(True)
     cli.app = _cached_app  # main() as it is, without typer rebuilding the command per call (0.1 s)
     out, err = io.StringIO(), io.StringIO()
@@ -76,7 +77,7 @@ def invoke(*args: str) -> Outcome:
         code = "crash"
         err.write(traceback.format_exc())
     finally:
-        cli._run_pipeline, sys.argv, cli.app = saved_run, saved_argv, saved_app
+        cli._run_pipeline, sys.argv, cli.app, warnings.showwarning = saved_run, saved_argv, saved_app, saved_show
     return Outcome(code, out.getvalue(), err.getvalue(), bool(reached))
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def _bad_image_cases(kit) -> list[tuple[str, bytes, str]]:
         ("zero bytes", b"", "cannot read image"),
         ("garbage", b"not an image at all", "cannot read image"),
         ("truncated header", kit.png_declaring(16, 16)[:20], "cannot read image"),
-        ("14000x14000 PNG of 100 bytes", kit.png_declaring(14000, 14000), "declares too many pixels"),
+        ("14000x14000 PNG of 100 bytes", kit.png_declaring(14000, 14000), "declares 196,000,000 pixels"),
         ("12000x12000 PNG", kit.png_declaring(12000, 12000), "declares 12000x12000 = 144,000,000 pixels"),
         ("60000x1 PNG over a small limit", kit.png_declaring(60000, 1), "more than data.max_image_pixels"),
         ("0x0 PNG", kit.png_declaring(0, 0), "cannot read image"),
@@ -222,3 +223,24 @@ def test_ctrl_c_stops_within_two_seconds_and_says_what_is_kept(tmp_path):
     assert seconds < 2.0, f"Ctrl-C took {seconds:.1f} s"
     assert not (tmp_path / "run" / "teacher" / "DONE.json").exists()  # the interrupted stage is not trusted
     assert (tmp_path / "run" / "recipe.yaml").is_file()
+
+
+def test_damaged_report_json(tmp_path, kit):
+    for k, blob in enumerate([b"", b"{\"stages\": [", b"\xff\xfe\x00", b"null\x00", b"null", b"{\"stages\": 3}"]):
+        d = tmp_path / f"r{k}"
+        d.mkdir()
+        (d / "report.json").write_bytes(blob)
+        kit.count()
+        kit.assert_one_line_error(kit.invoke("report", str(d)), "report.json' is not")
+
+
+def test_pillow_warning_is_one_line_naming_the_file(tmp_path, kit):
+    root = _faces(tmp_path / "faces")
+    (root / "p0" / "apng.png").write_bytes(kit.png_with_warning())
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        o = kit.invoke("run", str(_recipe(tmp_path, root)), "--out", str(tmp_path / "out"), "--check")
+    kit.count(1, refused=0)
+    assert o.code == 0, o.stderr
+    lines = o.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: image '") and "apng.png': Invalid APNG" in lines[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from atalaia.errors import DataError
+from atalaia.errors import AtalaiaWarning, DataError
 
 #: Default refusal threshold (pixels declared in the header): 50 Mpx is a 8660x5773 photo, far above any face
 #: crop, and decodes to at most 150 MB of RGB. Recipes change it with `data.max_image_pixels`.
@@ -35,7 +36,7 @@ SUPPORTED_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RG
                              "LAB", "HSV", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
-class ImageWarning(UserWarning):
+class ImageWarning(AtalaiaWarning):
     """Something Pillow noticed about one file (corrupt EXIF, odd palette...): reworded with the file name."""
 
 
@@ -73,8 +74,12 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Imag
         try:
             im = Image.open(path)
         except Image.DecompressionBombError as e:  # > 2x Pillow's own limit: refused before ours could look
-            raise DataError(f"image '{path}' declares too many pixels ({' '.join(str(e).split())}); shrink or "
-                            "remove the file") from None
+            nums = [int(x) for x in re.findall(r"(\d+) pixels", str(e))]
+            declared, pillow = (nums + [0, 0])[:2]
+            over = (f"data.max_image_pixels ({limit:,})" if declared > limit
+                    else f"Pillow's safety limit ({pillow:,}), which AtalaIA does not lift")
+            raise DataError(f"image '{path}' declares {declared:,} pixels, more than {over}; shrink or remove "
+                            "the file") from None
         except FileNotFoundError:
             raise DataError(f"image file not found: '{path}'") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
