@@ -71,14 +71,14 @@ def _run_pipeline(r, out_dir: Path, *, force: bool, from_study: str | None, stud
     from atalaia.pipeline import make_pipeline
     from atalaia.report import print_summary
 
-    import_tensorflow_quietly()
-    if from_study:
-        from atalaia.compress.tune import apply_study
-
-        r = apply_study(r, study_storage or str(out_dir), from_study, trial)
-    console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
     new_folder = not out_dir.exists()
     try:
+        import_tensorflow_quietly()
+        if from_study:
+            from atalaia.compress.tune import apply_study
+
+            r = apply_study(r, study_storage or str(out_dir), from_study, trial)
+        console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
         with pixel_limit(r.data.max_image_pixels), \
                 Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                          console=console, transient=True) as progress:
@@ -336,6 +336,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished stages are kept, run again to resume")
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # typer's answer to Ctrl-C before any work started: say so instead of nothing
+            err_console.print("interrupted; nothing was started")
+        raise
 
 
 if __name__ == "__main__":
