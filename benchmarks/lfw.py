@@ -1,4 +1,4 @@
-"""LFW face-verification benchmark: runs the `lfw` recipe (FacePipeline) and writes one row per model.
+"""LFW face-verification benchmark: runs the `lfw` recipe (the verification plan) and writes one row per model.
 
 Usage:
     python benchmarks/lfw.py --datasets /path/to/datasets [--run-dir runs/lfw] [--set KEY=VALUE ...]
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "lfw.json")
     a = ap.parse_args(argv)
 
-    from atalaia.face.pipeline import FacePipeline
+    from atalaia.pipeline import run_recipe
 
     ds = a.datasets.resolve()
     overrides = {"face.train_sets": [str(ds / "celeba_subset_299ids"), str(ds / "celeba_more")],
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         overrides[k.strip()] = yaml.safe_load(v)
     recipe = load_recipe(a.recipe, overrides)
     t0 = time.perf_counter()
-    rep = FacePipeline(recipe, a.run_dir, log=lambda m: print(m, flush=True)).run()
+    rep = run_recipe(recipe, a.run_dir, log=lambda m: print(m, flush=True)).to_dict()
     wall = time.perf_counter() - t0
     rows = rows_from_report(rep)
     final_float = "pruned_channel" if any(r["stage"] == "pruned_channel" for r in rows) else "student"

@@ -47,7 +47,7 @@ PROBES: dict[str, dict] = {
     "deep": {"name": "ds_cnn_deep"},
     "w1.5+crop0.7+kd16+lr0.006": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0,
                                   "learning_rate": 0.006},
-    # the KD targets centred (TrainSpec.center_teacher): raw dlib embeddings are 91 % one common direction
+    # the KD targets centred (face.loss.center_teacher): raw dlib embeddings are 91 % one common direction
     "recipe+center": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
                       "center_teacher": True},
     "recipe+center+kd_only": {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0,
@@ -100,15 +100,16 @@ def _identity_subset(images, labels, teacher, fraction: float, seed: int):
 
 
 def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int, cache: Path) -> dict:
+    from atalaia.config import FaceLossConfig, TrainConfig
     from atalaia.evaluate import profile
     from atalaia.evaluate.verification import accuracy_at, best_threshold, cosine_scores, roc_auc
     from atalaia.face.data import load_chip_sets, load_images
-    from atalaia.face.train import TrainSpec, build_student, embed, train_embedding
+    from atalaia.face.train import build_student, embed, train_embedding
 
     cfg = {**BASE, **change}
-    spec_keys = set(TrainSpec.__dataclass_fields__)
-    spec = TrainSpec(epochs=epochs, batch_size=128, weight_decay=5e-5, seed=seed,
-                     **{k: v for k, v in cfg.items() if k in spec_keys})
+    loss = FaceLossConfig(**{k: v for k, v in cfg.items() if k in FaceLossConfig.__dataclass_fields__})
+    train = TrainConfig(epochs=epochs, batch_size=128, weight_decay=5e-5,
+                        **{k: v for k, v in cfg.items() if k == "learning_rate"})
     size = 64
     cs = load_chip_sets([datasets / "celeba_subset_299ids", datasets / "celeba_more"], size, cache_dir=cache,
                         crop=cfg["crop"])
@@ -116,7 +117,7 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     fraction = float(cfg.get("fraction", 1.0))
     if fraction < 1.0:
         images_tr, labels, teacher, n_cls = _identity_subset(images_tr, labels, teacher, fraction, seed)
-        spec = dataclasses.replace(spec, epochs=int(round(epochs / fraction)))
+        train = dataclasses.replace(train, epochs=int(round(epochs / fraction)))
     root, rel, tr, te = _dev_pairs(datasets / "lfw")
     images, bad = load_images([root / r for r in rel], size, crop=cfg["crop"])
     if bad:
@@ -124,7 +125,7 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     idx = {r: i for i, r in enumerate(rel)}
     m = build_student(size, width=cfg["width"], embedding_dim=128, head="gap", name=cfg["name"])
     t0 = time.perf_counter()
-    log = train_embedding(m, images_tr, labels, teacher, n_cls, spec)
+    log = train_embedding(m, images_tr, labels, teacher, n_cls, loss=loss, train=train, seed=seed)
     secs = time.perf_counter() - t0
     emb = embed(m, images)
     a_tr, b_tr = _index(tr, idx)
@@ -138,7 +139,7 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     acc_2way = (acc_te * len(s_te) + accuracy_at(s_tr, tr.is_same, th_te) * len(s_tr)) / (len(s_te) + len(s_tr))
     all_s, all_y = np.concatenate([s_tr, s_te]), np.concatenate([tr.is_same, te.is_same])
     return {"probe": name, "change": change, "config": cfg, "epochs": epochs, "seed": seed,
-            "params": int(profile.count_params(m)), "train_epochs": spec.epochs, "train_chips": int(len(labels)),
+            "params": int(profile.count_params(m)), "train_epochs": train.epochs, "train_chips": int(len(labels)),
             "train_identities": int(n_cls),
             "dev_acc_2way": acc_2way, "dev_auc": roc_auc(all_s, all_y),
             "dev_test_acc": acc_te, "dev_test_auc": roc_auc(s_te, te.is_same),

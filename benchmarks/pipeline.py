@@ -32,7 +32,7 @@ def main() -> int:
 
     from atalaia.config import load_recipe
     from atalaia.ioutil import atomic_write_json, import_tensorflow_quietly
-    from atalaia.pipeline import Pipeline
+    from atalaia.pipeline import run_recipe
 
     import_tensorflow_quietly()
     recipe = load_recipe(args.recipe)
@@ -40,7 +40,7 @@ def main() -> int:
     if out.exists() and not args.keep:
         shutil.rmtree(out)  # cold run: every stage measured
     t0 = time.perf_counter()
-    report = Pipeline(recipe, out, log=lambda m: print(m, flush=True)).run()
+    report = run_recipe(recipe, out, log=lambda m: print(m, flush=True)).to_dict()
     wall = time.perf_counter() - t0
     import tensorflow as tf
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from atalaia.compress.tune import SearchSpace, tune  # noqa: E402
 from atalaia.config import load_recipe  # noqa: E402
 from atalaia.ioutil import atomic_write_json  # noqa: E402
+from atalaia.tune import SearchSpace, tune  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -79,3 +79,21 @@ def test_saved_recipe_has_absolute_data_paths(tmp_path):
     assert again.data_root() == r.data_root() == (tmp_path / "faces").resolve()
     assert again.face.train_sets == (str((tmp_path / "faces").resolve()),)
     assert again.face.lfw_root == str((tmp_path / "lfw").resolve()) and again.face.cache_dir == ""
+
+
+def test_face_loss_section_and_its_flat_spelling(tmp_path):
+    """`face.loss` is the student's training spec; the flat keys of older recipes land in it; both at once is
+    a mistake that names the key."""
+    from atalaia.config import FaceLossConfig, load_recipe
+    from atalaia.errors import RecipeError
+
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("face: {kd_weight: 3.0, margin: arcface}\n")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("face: {loss: {kd_weight: 3.0, margin: arcface}}\n")
+    assert load_recipe(flat).face.loss == load_recipe(nested).face.loss == FaceLossConfig(kd_weight=3.0, margin="arcface")
+    assert load_recipe(nested, {"face.kd_weight": 5.0}).face.loss.kd_weight == 5.0  # --set with the flat spelling
+    both = tmp_path / "both.yaml"
+    both.write_text("face: {kd_weight: 3.0, loss: {kd_weight: 2.0}}\n")
+    with pytest.raises(RecipeError, match="'kd_weight' is given both flat and under face.loss"):
+        load_recipe(both)

@@ -2,26 +2,29 @@
 
     import atalaia
     report = atalaia.run("recipes/default.yaml", out_dir="runs/default", **{"train.epochs": 10})
+    print(report.stage("int8").arena_bytes)
+
+The stage verbs are in `atalaia.api`; `run`, `distill`, `prune`, `quantize`, `verify_tflm` and `export` are
+importable from here too (TensorFlow is imported only when one is used). `evaluate` is `atalaia.api.evaluate`:
+`atalaia.evaluate` is the metrics package.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
 
-
-def run(recipe: str | Path | None = None, out_dir: str | Path | None = None, **overrides: Any) -> dict:
-    """Run a recipe end to end (None = the bundled default) and return the report dict.
-
-    `overrides` are dotted recipe keys, e.g. `run(None, "runs/x", **{"train.epochs": 5})`.
-    """
-    from atalaia.config import load_recipe
-    from atalaia.pipeline import run as _run
-
-    r = load_recipe(recipe, overrides)
-    return _run(r, out_dir or Path("runs") / r.name)
+_VERBS = ("run", "distill", "prune", "quantize", "verify_tflm", "export")
 
 
-__all__ = ["__version__", "run"]
+def __getattr__(name: str) -> Any:
+    """`atalaia.run` & co. without importing TensorFlow at `import atalaia` (the CLI validates input first)."""
+    if name in _VERBS:
+        from atalaia import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'atalaia' has no attribute '{name}'")
+
+
+__all__ = ["__version__", *_VERBS]

@@ -68,16 +68,17 @@ def _run_pipeline(r, out_dir: Path, *, force: bool, from_study: str | None, stud
     from atalaia.data.images import pixel_limit
     from atalaia.errors import DataError
     from atalaia.ioutil import import_tensorflow_quietly
-    from atalaia.pipeline import make_pipeline
-    from atalaia.report import print_summary
 
     new_folder = not out_dir.exists()
     try:
         import_tensorflow_quietly()
-        if from_study:
-            from atalaia.compress.tune import apply_study
+        from atalaia.pipeline import run_recipe
+        from atalaia.tune import apply_study, tuned_recipe
 
+        if from_study:
             r = apply_study(r, study_storage or str(out_dir), from_study, trial)
+        elif r.distill.tune:  # alpha/T (and other tuned knobs) from the study in <out>/tune
+            r = tuned_recipe(r, out_dir)
         console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
         with pixel_limit(r.data.max_image_pixels), \
                 Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -93,10 +94,8 @@ def _run_pipeline(r, out_dir: Path, *, force: bool, from_study: str | None, stud
 
                 return tick
 
-            pipe = make_pipeline(r, out_dir, force=force,
-                                 log=lambda m: progress.console.print(m, markup=False, highlight=False),
-                                 make_progress=make_progress)
-            report = pipe.run()
+            report = run_recipe(r, out_dir, force=force, progress=make_progress,
+                                log=lambda m: progress.console.print(m, markup=False, highlight=False))
     except KeyboardInterrupt:
         # typer would turn this into a bare exit 130; say what is kept first
         err_console.print("interrupted; finished stages are kept, run again to resume", highlight=False)
@@ -111,6 +110,8 @@ def _run_pipeline(r, out_dir: Path, *, force: bool, from_study: str | None, stud
         if new_folder and out_dir.is_dir() and not any(out_dir.glob("*/DONE.json")):
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
+    from atalaia.report import print_summary
+
     print_summary(report, console)
     console.print(f"report: {out_dir / 'report.html'}  (also report.md, report.json)")
 
@@ -120,18 +121,16 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder holding re
     """Re-render report.md / report.html / plots from a run's report.json and print the table."""
     import json
 
-    from atalaia.report import print_summary, write_report
+    from atalaia.report import Report, print_summary, write_report
 
     path = run_dir / "report.json"
     if not path.is_file():
         raise AtalaiaError(f"no report.json in '{run_dir}': run `atalaia run` first")
     try:
-        rep = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as e:
-        raise AtalaiaError(f"'{path}' is not readable JSON ({type(e).__name__}); run `atalaia run` again to "
-                           "rewrite it") from None
-    if not isinstance(rep, dict) or not isinstance(rep.get("stages"), list) or "recipe_name" not in rep:
-        raise AtalaiaError(f"'{path}' is not an AtalaIA report (no stages); run `atalaia run` again to rewrite it")
+        rep = Report.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as e:
+        raise AtalaiaError(f"'{path}' is not a readable AtalaIA report ({type(e).__name__}); run `atalaia run` "
+                           "again to rewrite it") from None
     write_report(rep, run_dir)
     print_summary(rep, console)
 
@@ -185,39 +184,10 @@ def export(
     name: Annotated[str, typer.Option(help="C symbol name of the model array.")] = "g_model",
 ) -> None:
     """Write the int8 model as a C array and an ESP-IDF firmware project with an on-device self-test."""
-    import json
+    from atalaia.api import export as export_run
 
-    import numpy as np
-
-    from atalaia.deploy.carray import write_c_array
-    from atalaia.deploy.firmware import write_esp_idf_project
-    from atalaia.deploy.targets import get_target
-    from atalaia.deploy.tflite import op_names
-
-    get_target(target)
-    # closed-set runs have an `int8` stage; face-verification runs `int8_litert` (+ face_model.json)
-    stage = next((run_dir / s for s in ("int8", "int8_litert") if (run_dir / s / "DONE.json").is_file()),
-                 run_dir / "int8")
-    blob_path = stage / "model.tflite"
-    if not (stage / "DONE.json").is_file() or not blob_path.is_file():
-        raise AtalaiaError(f"no finished int8 stage in '{run_dir}' (expected {stage}); run `atalaia run` first")
-    if not (stage / "self_test.npz").is_file():
-        raise AtalaiaError(f"{stage} has no self_test.npz (made by an older AtalaIA): re-run the stage with "
-                           "`atalaia run --force` or delete its DONE.json")
-    blob = blob_path.read_bytes()
     out_dir = out or run_dir / "export"
-    paths = list(write_c_array(blob, out_dir, name))
-    metrics = json.loads((stage / "metrics.json").read_text())
-    test = np.load(stage / "self_test.npz")
-    face_facts = None
-    if (stage / "face_model.json").is_file():
-        from atalaia.deploy.carray import write_face_header
-
-        face_facts = json.loads((stage / "face_model.json").read_text())
-        paths.append(write_face_header(face_facts, out_dir))
-    paths += write_esp_idf_project(
-        blob, out_dir / f"esp-idf-{target}", ops=op_names(blob), arena_bytes=metrics["result"]["arena_bytes"],
-        sample_input_q=test["input_q"], expected_output_q=test["output_q"], target=target, face_facts=face_facts)
+    paths = export_run(run_dir, out=out_dir, target=target, name=name)
     console.print(f"wrote {len(paths)} files under {out_dir} (C array + ESP-IDF project for {target})")
 
 
@@ -304,9 +274,15 @@ def access_remove(run_dir: _RunArg, name: Annotated[str, typer.Argument(help="Th
     console.print(f"{name}: {n} template(s) removed")
 
 
-from atalaia.compress.tune_cli import tune_command  # noqa: E402
+_LIGHT_COMMANDS = ("run", "report", "targets", "export", "align", "access")
 
-app.command(name="tune")(tune_command)
+
+def _register_tune() -> None:
+    """`atalaia tune`, registered only when it can be asked for: importing `atalaia.tune` imports the run
+    engine and so TensorFlow (~10 s), which `atalaia run`'s checks must not wait for."""
+    from atalaia.tune.cli import tune_command
+
+    app.command(name="tune")(tune_command)
 
 
 def _one_line(message: str) -> str:
@@ -328,6 +304,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main() -> None:
     warnings.showwarning = _show_warning
+    if sys.argv[1:2] and sys.argv[1] in _LIGHT_COMMANDS:
+        pass  # no TensorFlow before the command's own checks
+    elif not any(c.name == "tune" for c in app.registered_commands):
+        _register_tune()
     try:
         app()
     except AtalaiaError as e:

@@ -127,20 +127,13 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class FaceConfig:
-    """Face-embedding (open-set) recipes only: `task: verification`. Owned by `atalaia.face`.
+class FaceLossConfig:
+    """How the face-embedding student is trained (`face.loss`): the training spec of `atalaia.face.train`.
 
-    Paths (`train_sets`, `lfw_root`, `cache_dir`) resolve relative to the recipe file. The student input is
-    `data.image_size` (square) with `data.channels` 1 (grey); epochs/batch/lr come from `train`, the student
-    from `student`, pruning from `prune.channel`, PTQ from `quantize`, targets from `evaluate`.
+    Every field here changes the trained student, so the student stage's key is this object (with `train`,
+    `student`, the data and the architecture fields of `face`); nothing else of `face` retrains it.
     """
 
-    train_sets: tuple[str, ...] = ()  # chip-set folders: labels.csv (chip, identity) + chips [+ dlib_resnet128.npz]
-    lfw_root: str = ""  # folder with pairs file and <name>/<name>_NNNN.jpg chips (or chips112_gray/ inside)
-    pairs: str = "pairs.txt"  # relative to lfw_root
-    cache_dir: str = ""  # decoded-chip + teacher-embedding cache; "" = <run dir>/cache
-    embedding_dim: int = 128
-    crop: float = 1.0  # centre crop (fraction of the chip side) before resizing to the input: student only
     margin: str = "cosface"  # cosface | arcface | none
     margin_m: float = 0.35
     margin_s: float = 30.0
@@ -153,9 +146,28 @@ class FaceConfig:
     anchor_kd_weight: float = 0.0  # KD of the similarity to every training identity's centroid (0 = off)
     anchor_kd_scale: float = 10.0  # 1 / temperature of that softmax
     images_per_identity: int = 0  # K >= 2: batches of batch_size / K identities x K chips; 0 = random batches
-    student_head: str = "gdc"  # gdc (global depthwise conv, MobileFaceNet-style) | gap (global average pooling)
     augment: bool = True
     warmup_epochs: float = 1.0
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """Face-embedding (open-set) recipes only: `task: verification`. Owned by `atalaia.face`.
+
+    Paths (`train_sets`, `lfw_root`, `cache_dir`) resolve relative to the recipe file. The student input is
+    `data.image_size` (square) with `data.channels` 1 (grey); epochs/batch/lr come from `train`, the student
+    from `student`, the loss from `face.loss`, pruning from `prune.channel`, PTQ from `quantize`, targets from
+    `evaluate`. The loss fields may also be written flat (`face.kd_weight`, as before `face.loss` existed).
+    """
+
+    train_sets: tuple[str, ...] = ()  # chip-set folders: labels.csv (chip, identity) + chips [+ dlib_resnet128.npz]
+    lfw_root: str = ""  # folder with pairs file and <name>/<name>_NNNN.jpg chips (or chips112_gray/ inside)
+    pairs: str = "pairs.txt"  # relative to lfw_root
+    cache_dir: str = ""  # decoded-chip + teacher-embedding cache; "" = <run dir>/cache
+    embedding_dim: int = 128
+    crop: float = 1.0  # centre crop (fraction of the chip side) before resizing to the input: student only
+    student_head: str = "gdc"  # gdc (global depthwise conv, MobileFaceNet-style) | gap (global average pooling)
+    loss: FaceLossConfig = field(default_factory=FaceLossConfig)
     finetune_lr_scale: float = 0.3  # channel-pruning fine-tune learning rate = train.learning_rate * this
     min_images_per_identity: int = 2  # fewer -> the chips are used unlabelled (KD only)
     max_train_chips: int | None = None  # subsample for quick runs / tests (None = all)
@@ -228,16 +240,34 @@ def _build(cls: type, d: Any, where: str) -> Any:
         return cls()
     if not isinstance(d, dict):
         raise RecipeError(f"{where}: expected a mapping, got {type(d).__name__}")
+    if cls is FaceConfig:
+        d = _nest_face_loss(d)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.name != "base_dir"]
     kwargs = {}
     for key, value in d.items():
         if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
+            spellings = names + ([f.name for f in dataclasses.fields(FaceLossConfig)] if cls is FaceConfig else [])
+            near = difflib.get_close_matches(str(key), spellings, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}"
             raise RecipeError(f"{where}: unknown key '{key}'{hint}")
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
     return cls(**kwargs)
+
+
+def _nest_face_loss(d: dict[str, Any]) -> dict[str, Any]:
+    """Recipes written before `face.loss` existed keep working: flat loss keys move into `face.loss`."""
+    loss_names = {f.name for f in dataclasses.fields(FaceLossConfig)}
+    flat = {k: v for k, v in d.items() if k in loss_names}
+    if not flat:
+        return d
+    nested = d.get("loss") or {}
+    if not isinstance(nested, dict):
+        return d  # _coerce reports the bad type
+    both = sorted(set(flat) & set(nested))
+    if both:
+        raise RecipeError(f"face: '{both[0]}' is given both flat and under face.loss; keep one")
+    return {**{k: v for k, v in d.items() if k not in loss_names}, "loss": {**nested, **flat}}
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -338,9 +368,14 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections (name:, data:, train: ...), "
                           f"got a {type(raw).__name__}")
+    if isinstance(raw.get("face"), dict):
+        raw["face"] = _nest_face_loss(raw["face"])
+    loss_names = {f.name for f in dataclasses.fields(FaceLossConfig)}
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
+        if parents == ["face"] and leaf in loss_names:  # the flat spelling of a face.loss key
+            parents = ["face", "loss"]
         for i, p in enumerate(parents):
             section = ".".join(parents[: i + 1])
             if _field_type(section) not in (None, "section"):
@@ -419,14 +454,14 @@ def validate(r: Recipe) -> None:
         (r.quantize.representative_samples >= 1, "quantize.representative_samples must be >= 1"),
         (r.face.embedding_dim >= 8, "face.embedding_dim must be >= 8"),
         (0.3 <= r.face.crop <= 1.0, "face.crop must be in [0.3, 1] (fraction of the chip side kept, centred)"),
-        (r.face.margin in ("cosface", "arcface", "none"), "face.margin must be cosface, arcface or none"),
-        (r.face.margin_s > 0 and 0.0 <= r.face.margin_m < 1.0, "face.margin_s must be > 0, face.margin_m in [0, 1)"),
-        (min(r.face.ce_weight, r.face.kd_weight, r.face.rkd_weight, r.face.anchor_kd_weight) >= 0,
+        (r.face.loss.margin in ("cosface", "arcface", "none"), "face.margin must be cosface, arcface or none"),
+        (r.face.loss.margin_s > 0 and 0.0 <= r.face.loss.margin_m < 1.0, "face.margin_s must be > 0, face.margin_m in [0, 1)"),
+        (min(r.face.loss.ce_weight, r.face.loss.kd_weight, r.face.loss.rkd_weight, r.face.loss.anchor_kd_weight) >= 0,
          "face loss weights (ce/kd/rkd/anchor_kd_weight) must be >= 0"),
-        (r.face.anchor_kd_scale > 0, "face.anchor_kd_scale must be > 0"),
-        (r.face.images_per_identity == 0 or 2 <= r.face.images_per_identity <= r.train.batch_size,
+        (r.face.loss.anchor_kd_scale > 0, "face.anchor_kd_scale must be > 0"),
+        (r.face.loss.images_per_identity == 0 or 2 <= r.face.loss.images_per_identity <= r.train.batch_size,
          "face.images_per_identity must be 0 (random batches) or in [2, train.batch_size]"),
-        (r.face.head_init in ("teacher", "random"), "face.head_init must be teacher or random"),
+        (r.face.loss.head_init in ("teacher", "random"), "face.head_init must be teacher or random"),
         (r.face.student_head in ("gdc", "gap"), "face.student_head must be gdc or gap"),
         (r.face.teacher_embeddings in ("stored", "recompute"), "face.teacher_embeddings must be stored or recompute"),
         (r.face.enrol_per_identity >= 1 and r.face.open_set_min_images > r.face.enrol_per_identity,

@@ -77,3 +77,19 @@ def face_data(tmp_path_factory) -> dict[str, Path]:
     (lfw / "pairs.txt").write_text("\n".join(pairs) + "\n")
     (lfw / "pairs_missing.txt").write_text("\n".join(pairs[:-1] + ["Ann_A\t3\tNobody_N\t1"]) + "\n")
     return {"root": root, "chipset": cs, "lfw": lfw}
+
+
+@pytest.fixture
+def fit_args():
+    """`fit_args(epochs=2, kd_weight=5.0, ...)` -> keyword arguments of `train_embedding`."""
+    return make_fit_args
+
+
+def make_fit_args(*, epochs: int = 30, batch_size: int = 128, learning_rate: float = 3e-3, weight_decay: float = 5e-5,
+             seed: int = 42, **loss) -> dict:
+    """Keyword arguments of `train_embedding`: the recipe sections it consumes (`face.loss`, `train`) + seed."""
+    from atalaia.config import FaceLossConfig, TrainConfig
+
+    return {"loss": FaceLossConfig(**loss), "seed": seed,
+            "train": TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                 weight_decay=weight_decay)}

@@ -9,6 +9,7 @@ import pytest
 
 from atalaia.errors import AtalaiaError, DataError
 from atalaia.face.access import AccessControl
+from atalaia.pipeline.runfolder import write_marker
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,10 @@ def face_run(face_data, tmp_path_factory):
     from atalaia.face.data import load_chip_sets, representative_inputs
     from atalaia.face.train import build_student
 
+    import keras
+
     cs = load_chip_sets([face_data["chipset"]], 32)
+    keras.utils.set_random_seed(0)  # an untrained model: fix its weights so its embeddings are the same every run
     m = build_student(32, width=0.25, embedding_dim=16)
     blob = convert_int8(m, representative_inputs(cs.images, 16))
     run = tmp_path_factory.mktemp("access_run")
@@ -31,7 +35,8 @@ def face_run(face_data, tmp_path_factory):
         "input_scale": r.input_scale, "input_zero_point": r.input_zero_point,
         "threshold_lfw_accuracy": 0.5, "threshold_far_1e-3": 0.9, "threshold_far_1e-2": float("nan"),
         "impostor_tail": {"pairs": 10**6, "thresholds": {"0.01": 0.6, "0.001": 0.8, "0.0001": 0.95}}}))
-    (st / "DONE.json").write_text("{}")
+    (st / "metrics.json").write_text("{}")
+    write_marker(st, "test")
     return run
 
 
@@ -104,10 +109,11 @@ def test_bad_inputs_are_clear_errors(face_data, face_run, tmp_path):
     facts = json.loads((face_run / "int8_litert" / "face_model.json").read_text())
     old = tmp_path / "old_run"
     (old / "int8_litert").mkdir(parents=True)
-    for f in ("model.tflite", "DONE.json"):
+    for f in ("model.tflite", "metrics.json"):
         (old / "int8_litert" / f).write_bytes((face_run / "int8_litert" / f).read_bytes())
     facts.pop("impostor_tail")
     (old / "int8_litert" / "face_model.json").write_text(json.dumps(facts))
+    write_marker(old / "int8_litert", "test")
     with pytest.raises(AtalaiaError, match="no impostor_tail"):
         AccessControl(old, state_dir=tmp_path)
     assert AccessControl(old, state_dir=tmp_path, threshold="0.7").threshold == 0.7
@@ -157,6 +163,7 @@ def test_mirror_tta_model_embeds_each_face_and_its_mirror(face_data, face_run, t
     facts_path = run / "int8_litert" / "face_model.json"
     facts = json.loads(facts_path.read_text())
     facts_path.write_text(json.dumps({**facts, "mirror_tta": True}))
+    write_marker(run / "int8_litert", "test")
     plain = AccessControl(face_run, state_dir=tmp_path / "a", aligned=True)
     tta = AccessControl(run, state_dir=tmp_path / "b", aligned=True)
     chips = _chips(face_data, 0)[:3]
@@ -166,3 +173,14 @@ def test_mirror_tta_model_embeds_each_face_and_its_mirror(face_data, face_run, t
     np.testing.assert_allclose(got, want, atol=1e-6)
     e_plain, _ = plain.embed(chips)
     assert not np.allclose(got, e_plain, atol=1e-3)  # the mirror really enters the embedding
+
+
+def test_a_damaged_model_is_refused_not_used(face_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "damaged"
+    shutil.copytree(face_run, run)
+    blob = run / "int8_litert" / "model.tflite"
+    blob.write_bytes(blob.read_bytes()[:1000])  # a copy gone wrong
+    with pytest.raises(AtalaiaError, match="model.tflite has 1000 bytes"):
+        AccessControl(run, state_dir=tmp_path / "s", aligned=True)

@@ -8,15 +8,18 @@ import pytest
 from atalaia.deploy.tflite import TFLiteRunner, convert_int8, op_names
 from atalaia.deploy.tflm import check_tflm
 from atalaia.face.data import load_chip_sets, representative_inputs
-from atalaia.face.train import TrainSpec, build_student, embed, train_embedding
+from atalaia.face.train import build_student, embed, train_embedding
 
 
 @pytest.mark.slow
-def test_int8_embedding_model_runs_in_tflm_bit_exact(face_data):
+def test_int8_embedding_model_runs_in_tflm_bit_exact(face_data, fit_args):
+    import keras
+
     cs = load_chip_sets([face_data["chipset"]], 32)
+    keras.utils.set_random_seed(0)  # fixed initial weights: the parity fraction below is then the same every run
     m = build_student(32, width=0.25, embedding_dim=16)
     train_embedding(m, cs.images, cs.labels, cs.teacher, cs.num_classes,
-                    TrainSpec(epochs=2, batch_size=8, warmup_epochs=0.0))
+                    **fit_args(epochs=2, batch_size=8, warmup_epochs=0.0))
     x = cs.images.astype(np.float32) / 255.0
     blob = convert_int8(m, representative_inputs(cs.images, 16))
     ops = set(op_names(blob))

@@ -1,4 +1,4 @@
-"""End to end: FacePipeline on the tiny generated chip set and LFW-style folder (all five stages, resume)."""
+"""End to end: the verification plan on the tiny generated chip set and LFW-style folder (all five stages, resume)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pytest
 
 from atalaia.config import load_recipe
 from atalaia.errors import RecipeError
-from atalaia.face.pipeline import STAGES, FacePipeline
+from atalaia.pipeline import make_plan, run_recipe
+from atalaia.pipeline.plan import execute
+from atalaia.pipeline.runfolder import StagedRun
+from atalaia.pipeline.verification import STAGES, VerificationPlan
+
+
+def run(recipe, out, **kw) -> dict:
+    return run_recipe(recipe, out, **kw).to_dict()
 
 
 def _recipe(face_data, tmp_path, **over):
@@ -32,7 +39,9 @@ def test_recipe_validation_for_verification(face_data, tmp_path):
     with pytest.raises(RecipeError, match="did you mean 'kd_weight'"):
         _recipe(face_data, tmp_path, **{"face.kd_weigth": 1.0})
     with pytest.raises(RecipeError, match="task: verification"):
-        FacePipeline(load_recipe(None), tmp_path)
+        VerificationPlan(load_recipe(None), StagedRun(tmp_path))
+    assert isinstance(make_plan(_recipe(face_data, tmp_path), tmp_path), VerificationPlan)
+    assert execute is not None
 
 
 def test_bundled_lfw_recipe_loads():
@@ -46,7 +55,7 @@ def test_bundled_lfw_recipe_loads():
 def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     r = _recipe(face_data, tmp_path, **{"face.crop": 0.8, "student.name": "ds_cnn_deep"})
     logs: list[str] = []
-    rep = FacePipeline(r, tmp_path / "run", log=logs.append).run()
+    rep = run(r, tmp_path / "run", log=logs.append)
     assert [s["stage"] for s in rep["stages"]] == list(STAGES)
     ver = rep["verification"]
     assert set(ver["models"]) == set(STAGES) and (tmp_path / "run" / ver["roc_plot"]).is_file()
@@ -72,7 +81,7 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     r2 = _recipe(face_data, tmp_path, **{"face.crop": 0.8, "student.name": "ds_cnn_deep",
                                          "face.train_sets": [str(cs / ".." / cs.name)]})
     assert r2.face.train_sets != r.face.train_sets
-    rep2 = FacePipeline(r2, tmp_path / "run", log=logs.append).run()
+    rep2 = run(r2, tmp_path / "run", log=logs.append)
     assert sum("already done" in m for m in logs) == len(STAGES)
     assert rep2["verification"]["models"]["student"]["acc_mean"] == ver["models"]["student"]["acc_mean"]
 
@@ -83,7 +92,7 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     assert ver["models"]["int8_litert"]["mirror_tta"]["acc_plain"] == ver["models"]["int8_litert"]["acc_mean"]
     logs.clear()
     r3 = _recipe(face_data, tmp_path, **{"face.crop": 0.8, "student.name": "ds_cnn_deep", "face.mirror_tta": True})
-    rep3 = FacePipeline(r3, tmp_path / "run", log=logs.append).run()
+    rep3 = run(r3, tmp_path / "run", log=logs.append)
     assert any(m.startswith("[student] re-scored with face.mirror_tta=True (not retrained)") for m in logs)
     assert any(m.startswith("[pruned_channel] re-scored") for m in logs)
     assert not any(m.startswith("[student] running") for m in logs)

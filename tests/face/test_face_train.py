@@ -5,7 +5,7 @@ import pytest
 
 from atalaia.errors import RecipeError
 from atalaia.face.data import load_chip_sets
-from atalaia.face.train import TrainSpec, build_student, embed, kd_targets, train_embedding
+from atalaia.face.train import build_student, embed, kd_targets, train_embedding
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +63,11 @@ def test_kd_targets_remove_the_shared_teacher_direction():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("margin,proj", [("cosface", True), ("arcface", False)])
-def test_training_step_reduces_loss_and_returns_named_losses(chips, margin, proj):
+def test_training_step_reduces_loss_and_returns_named_losses(chips, margin, proj, fit_args):
     m = build_student(32, width=0.25, embedding_dim=128 if not proj else 16)
-    spec = TrainSpec(epochs=4, batch_size=8, learning_rate=5e-3, margin=margin, margin_s=8.0, margin_m=0.2,
+    spec = fit_args(epochs=4, batch_size=8, learning_rate=5e-3, margin=margin, margin_s=8.0, margin_m=0.2,
                      kd_weight=5.0, rkd_weight=1.0, kd_projection=proj, warmup_epochs=0.0, seed=1)
-    log = train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes, spec)
+    log = train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes, **spec)
     first, last = log.epochs[0], log.epochs[-1]
     assert {"ce", "kd", "rkd", "loss"} <= set(first)
     assert last["loss"] < first["loss"]
@@ -77,15 +77,15 @@ def test_training_step_reduces_loss_and_returns_named_losses(chips, margin, proj
 
 
 @pytest.mark.slow
-def test_chips_without_teacher_and_bad_margin(chips):
+def test_chips_without_teacher_and_bad_margin(chips, fit_args):
     m = build_student(32, width=0.25, embedding_dim=16)
     teacher = chips.teacher.copy()
     teacher[::2] = np.nan  # KD masked on those chips, no NaN leaks into the loss
     log = train_embedding(m, chips.images, chips.labels, teacher, chips.num_classes,
-                          TrainSpec(epochs=1, batch_size=8, warmup_epochs=0.0))
+                          **fit_args(epochs=1, batch_size=8, warmup_epochs=0.0))
     assert all(np.isfinite(v) for v in log.epochs[0].values())
     with pytest.raises(RecipeError, match="margin"):
-        train_embedding(m, chips.images, chips.labels, teacher, chips.num_classes, TrainSpec(margin="sphere"))
+        train_embedding(m, chips.images, chips.labels, teacher, chips.num_classes, **fit_args(margin="sphere"))
 
 
 def test_identity_batches_group_k_chips_of_one_person_and_cover_every_chip_once():
@@ -100,16 +100,16 @@ def test_identity_batches_group_k_chips_of_one_person_and_cover_every_chip_once(
 
 
 @pytest.mark.slow
-def test_anchor_kd_and_identity_batches_train(chips):
+def test_anchor_kd_and_identity_batches_train(chips, fit_args):
     m = build_student(32, width=0.25, embedding_dim=128)
-    spec = TrainSpec(epochs=2, batch_size=8, learning_rate=5e-3, anchor_kd_weight=2.0, images_per_identity=4,
+    spec = fit_args(epochs=2, batch_size=8, learning_rate=5e-3, anchor_kd_weight=2.0, images_per_identity=4,
                      warmup_epochs=0.0, seed=1)
-    log = train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes, spec)
+    log = train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes, **spec)
     assert "akd" in log.epochs[0] and all(np.isfinite(v) for v in log.epochs[-1].values())
     assert log.epochs[-1]["akd"] < log.epochs[0]["akd"]
 
 
-def test_ctrl_c_stops_after_the_current_batch(chips):
+def test_ctrl_c_stops_after_the_current_batch(chips, fit_args):
     import signal
 
     m = build_student(32, width=0.25, embedding_dim=16)
@@ -121,5 +121,5 @@ def test_ctrl_c_stops_after_the_current_batch(chips):
 
     with pytest.raises(KeyboardInterrupt):
         train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes,
-                        TrainSpec(epochs=5, batch_size=8, warmup_epochs=0.0), progress=progress)
+                        **fit_args(epochs=5, batch_size=8, warmup_epochs=0.0), progress=progress)
     assert epochs_done == [1]

@@ -159,8 +159,15 @@ def split_dataset(ds: FaceDataset, fractions: tuple[float, float, float], seed: 
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1], the models' input convention."""
-    return images.astype(np.float32) / 255.0
+    """uint8 pixels -> float32 in [0, 1], the models' input convention (the one place it is written).
+
+    The int8 models' input quantization is then scale 1/255, zero point -128: raw pixel - 128 on the MCU."""
+    return np.asarray(images).astype(np.float32) / 255.0
+
+
+def mirrored(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) images flipped left-right, contiguous (interpreters need it): mirror test-time augmentation."""
+    return np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
 
 
 def make_augment(cfg: AugmentConfig):

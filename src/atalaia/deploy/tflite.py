@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-__all__ = ["convert_float", "convert_int8", "TFLiteRunner", "op_names"]
+__all__ = ["TFLiteRunner", "convert_float", "convert_int8", "model_root", "op_names", "opcode_name", "strip_strings"]
 
 
 # --------------------------------------------------------------------------------------------- conversion
@@ -150,7 +150,7 @@ def strip_strings(blob: bytes) -> bytes:
     import flatbuffers
 
     schema = _schema()
-    m = schema.ModelT.InitFromObj(_root(blob))
+    m = schema.ModelT.InitFromObj(model_root(blob))
     m.description = None
     m.signatureDefs = None
     for sg in m.subgraphs or []:
@@ -209,7 +209,7 @@ def _pack_model_with_buffers(builder: Any, m: Any, packed_buffers: list[int]) ->
 
 def buffer_data_offsets(blob: bytes) -> list[int]:
     """Absolute byte offsets of every non-empty weight buffer's data in a `.tflite` (for alignment checks)."""
-    root = _root(blob)
+    root = model_root(blob)
     out = []
     for i in range(root.BuffersLength()):
         b = root.Buffers(i)
@@ -232,14 +232,14 @@ def _builtin_names() -> dict[int, str]:
     return {v: k for k, v in vars(ops).items() if not k.startswith("_") and isinstance(v, int)}
 
 
-def _root(blob: bytes) -> Any:
+def model_root(blob: bytes) -> Any:
     try:
         return _schema().Model.GetRootAs(blob, 0)
     except Exception as e:
         raise DeployError(f"not a valid .tflite flatbuffer ({len(blob)} bytes): {e}") from e
 
 
-def _opcode_name(model: Any, opcode_index: int) -> str:
+def opcode_name(model: Any, opcode_index: int) -> str:
     oc = model.OperatorCodes(opcode_index)
     # builtin_code (int32) is 0 in old files that only set deprecated_builtin_code (int8): take the max.
     code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
@@ -256,12 +256,12 @@ def op_names(blob: bytes) -> list[str]:
     Parsed from the flatbuffer directly (never through an interpreter). `len(op_names(b))` is the op count.
     Custom ops appear as ``CUSTOM:<custom_code>``.
     """
-    m = _root(blob)
+    m = model_root(blob)
     names: list[str] = []
     for s in range(m.SubgraphsLength()):
         sg = m.Subgraphs(s)
         for i in range(sg.OperatorsLength()):
-            names.append(_opcode_name(m, sg.Operators(i).OpcodeIndex()))
+            names.append(opcode_name(m, sg.Operators(i).OpcodeIndex()))
     return names
 
 

@@ -45,7 +45,7 @@ import numpy as np
 from atalaia.deploy.tflite import op_names
 from atalaia.errors import DeployError
 
-__all__ = ["TflmReport", "check_tflm"]
+__all__ = ["TflmReport", "check_tflm", "run_tflm", "tflm_runtime"]
 
 _TOTAL_RE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
 _HEAD_RE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation head (\d+) bytes")
@@ -106,10 +106,23 @@ def _capture_fd2() -> Iterator[_Captured]:
 
 
 # --------------------------------------------------------------------------------------------- TFLM helpers
-def _runtime() -> Any:
+def tflm_runtime() -> Any:
     from tflite_micro import runtime
 
     return runtime
+
+
+def run_tflm(blob: bytes, inputs_q: np.ndarray, arena_bytes: int, *, margin: int = 4096) -> np.ndarray:
+    """Quantized inputs (N, ...) through the TFLM interpreter one at a time -> raw quantized outputs (N, ...).
+
+    `arena_bytes` is the arena `check_tflm` measured; `margin` bytes are added as the firmware does."""
+    it = tflm_runtime().Interpreter.from_bytes(blob, arena_size=int(arena_bytes) + margin)
+    outs = []
+    for i in range(len(inputs_q)):
+        it.set_input(np.ascontiguousarray(inputs_q[i : i + 1]), 0)
+        it.invoke()
+        outs.append(np.asarray(it.get_output(0))[0].copy())
+    return np.stack(outs) if outs else np.zeros((0,), np.int8)
 
 
 def _tflm_version() -> str:
@@ -131,7 +144,7 @@ def _try_load(blob: bytes, arena_size: int, *, invoke: bool = True) -> tuple[Any
     it = None
     with _capture_fd2() as cap:
         try:
-            it = _runtime().Interpreter.from_bytes(blob, arena_size=int(arena_size))
+            it = tflm_runtime().Interpreter.from_bytes(blob, arena_size=int(arena_size))
             if invoke:
                 it.set_input(_zeros_input(it), 0)
                 it.invoke()

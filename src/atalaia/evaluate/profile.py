@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from atalaia.deploy.tflite import _opcode_name, _root
+from atalaia.deploy.tflite import model_root, opcode_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -43,14 +43,14 @@ def count_macs(blob: bytes) -> dict[str, Any]:
     type present in the graph (0 for op types that are not CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED) and
     always the three MAC op types; `n_ops` is the number of operators (all subgraphs).
     """
-    m = _root(blob)
+    m = model_root(blob)
     by_op: dict[str, int] = {k: 0 for k in MAC_OPS}
     n_ops = 0
     for s in range(m.SubgraphsLength()):
         sg = m.Subgraphs(s)
         for i in range(sg.OperatorsLength()):
             op = sg.Operators(i)
-            name = _opcode_name(m, op.OpcodeIndex())
+            name = opcode_name(m, op.OpcodeIndex())
             n_ops += 1
             macs = 0
             if name in MAC_OPS:

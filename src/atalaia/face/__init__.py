@@ -4,5 +4,10 @@
 - `atalaia.face.train`: the student (`build_student`) and its training (`train_embedding`): CosFace/ArcFace
   margin head + cosine KD (through a learned projection when dims differ) + relational KD.
 - `atalaia.face.evalset`: the LFW pairs / open-set evaluation set and `verification_summary`.
-- `atalaia.face.pipeline`: `FacePipeline(recipe, out_dir).run()` for `task: verification` recipes.
+- `atalaia.face.teacher`: training chips with teacher targets, the teacher's LFW embeddings and costs.
+- `atalaia.face.access`: the door-access case study on a finished run (an application of a run, not a
+  building block: it reads the run folder).
+The plan that runs them is `atalaia.pipeline.verification`.
 """
+
+__all__ = ["access", "data", "evalset", "teacher", "train"]

@@ -34,8 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from atalaia.data.dataset import mirrored, to_float
+from atalaia.deploy.tflite import TFLiteRunner
 from atalaia.errors import AtalaiaError, DataError
-from atalaia.ioutil import atomic_write_json
+from atalaia.evaluate.verification import mirror_fuse, open_set_threshold
+from atalaia.face.data import grey_resize, read_grey
+from atalaia.ioutil import atomic_write_json, import_tensorflow_quietly
+from atalaia.pipeline.runfolder import RunFolder
 
 OPEN_SET = {"open_far_1e-2": 1e-2, "open_far_1e-3": 1e-3}  # gallery-size aware (recomputed as people enrol)
 THRESHOLDS = (*OPEN_SET, "far_1e-3", "far_1e-2", "lfw_accuracy")
@@ -68,13 +73,12 @@ class AccessControl:
 
     def __init__(self, run_dir: str | Path, *, state_dir: str | Path | None = None,
                  threshold: str | float = "open_far_1e-2", aligned: bool = False) -> None:
-        from atalaia.deploy.tflite import TFLiteRunner
-
-        stage = Path(run_dir) / "int8_litert"
-        facts_path, blob_path = stage / "face_model.json", stage / "model.tflite"
-        if not (stage / "DONE.json").is_file() or not facts_path.is_file() or not blob_path.is_file():
-            raise AtalaiaError(f"'{run_dir}' has no finished int8 face model ({stage}/model.tflite + "
-                               "face_model.json): run `atalaia run recipes/lfw.yaml` (a verification recipe) first")
+        run = RunFolder(run_dir)
+        if not run.finished("int8_litert"):
+            raise AtalaiaError(f"'{run_dir}' has no finished int8 face model (int8_litert stage: "
+                               f"{run.problem('int8_litert')}): run `atalaia run recipes/lfw.yaml` (a verification "
+                               "recipe) first")
+        facts_path, blob_path = run.path("int8_litert", "face_model.json"), run.path("int8_litert", "model.tflite")
         self.facts: dict[str, Any] = json.loads(facts_path.read_text())
         blob = blob_path.read_bytes()
         self.model_sha256 = hashlib.sha256(blob).hexdigest()
@@ -144,8 +148,6 @@ class AccessControl:
         """The threshold this rule would use with `templates` enrolled templates (an empty gallery counts 1)."""
         if self._fixed_threshold is not None:
             return self._fixed_threshold
-        from atalaia.evaluate.verification import open_set_threshold
-
         return open_set_threshold(self.facts["impostor_tail"], max(1, int(templates)), float(self._open_far))[0]
 
     @property
@@ -171,22 +173,16 @@ class AccessControl:
 
     def _model_input(self, path: Path) -> np.ndarray:
         """One image file -> (S, S, 1) float [0, 1], preprocessed as the model was trained."""
-        from atalaia.face.data import grey_resize
-
         size, crop = int(self.facts["input_size"]), float(self.facts["crop"])
         if self.aligned:  # a chip file: read exactly as the LFW evaluation chips were
-            from atalaia.face.data import read_grey
-
-            return read_grey(path, size, crop)[..., None].astype(np.float32) / 255.0
-        from atalaia.ioutil import import_tensorflow_quietly
-
+            return to_float(read_grey(path, size, crop)[..., None])
         import_tensorflow_quietly()  # dlib's weights are located via atalaia.models, which imports Keras
         from atalaia.data.align import align_face, load_image_rgb
 
         res = align_face(load_image_rgb(path))
         if res is None:
             raise DataError(f"no face found in {path}")
-        return grey_resize(res.chip[None], size, crop)[0].astype(np.float32) / 255.0
+        return to_float(grey_resize(res.chip[None], size, crop)[0])
 
     def embed(self, images: list[str | Path]) -> tuple[np.ndarray, list[tuple[str, str]]]:
         """Unit embeddings of the readable images with a face, plus (path, reason) for the others."""
@@ -201,9 +197,7 @@ class AccessControl:
         x = np.stack(xs)
         emb = self._runner.predict(x)
         if self.facts.get("mirror_tta"):  # the model was measured with mirror TTA: decide the same way
-            from atalaia.evaluate.verification import mirror_fuse
-
-            emb = mirror_fuse(emb, self._runner.predict(np.ascontiguousarray(x[:, :, ::-1])))
+            emb = mirror_fuse(emb, self._runner.predict(mirrored(x)))
         return _unit(emb).astype(np.float32), bad
 
     # ------------------------------------------------------------------------------------------ actions

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from atalaia.data.dataset import to_float
 from atalaia.data.images import read_8bit
 from atalaia.errors import DataError
 from atalaia.ioutil import atomic_write_bytes
@@ -231,12 +232,6 @@ def load_images(paths: Sequence[str | Path], size: int, crop: float = 1.0) -> tu
     return out, bad
 
 
-def to_input(images_uint8: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1]: the models' input convention (as `atalaia.data.dataset.to_float`).
-    The int8 model's input quantization then is scale 1/255, zero point -128: raw pixel - 128 on the MCU."""
-    return np.asarray(images_uint8, np.float32) / 255.0
-
-
 def representative_inputs(images_uint8: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """PTQ calibration inputs: ``n`` random chips as float [0, 1] plus one all-black and one all-white image.
 
@@ -244,9 +239,9 @@ def representative_inputs(images_uint8: np.ndarray, n: int, seed: int = 0) -> np
     so the MCU feeds ``pixel - 128`` with no rescaling, whatever the sampled chips happen to contain.
     """
     imgs = np.asarray(images_uint8)
-    pick = imgs[np.random.default_rng(seed).permutation(len(imgs))[:n]].astype(np.float32) / 255.0
+    pick = to_float(imgs[np.random.default_rng(seed).permutation(len(imgs))[:n]])
     ends = np.stack([np.zeros(imgs.shape[1:], np.float32), np.ones(imgs.shape[1:], np.float32)])
     return np.concatenate([pick, ends])
 
 
-__all__ = ["ChipSet", "center_crop", "representative_inputs", "grey_resize", "load_chip_sets", "load_images", "read_grey", "to_input", "TEACHER_NPZ"]
+__all__ = ["ChipSet", "center_crop", "representative_inputs", "grey_resize", "load_chip_sets", "load_images", "read_grey", "TEACHER_NPZ"]

@@ -43,34 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from atalaia.config import FaceLossConfig, TrainConfig
+from atalaia.data.dataset import to_float
 from atalaia.errors import RecipeError
 from atalaia.interrupt import check_interrupt, interruptible
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Everything the trainer needs (filled from a Recipe by the pipeline, or by hand in tests)."""
-
-    epochs: int = 30
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    weight_decay: float = 5e-5
-    warmup_epochs: float = 1.0
-    margin: str = "cosface"  # "cosface" | "arcface" | "none"
-    margin_m: float = 0.35
-    margin_s: float = 30.0
-    ce_weight: float = 1.0
-    kd_weight: float = 1.0
-    rkd_weight: float = 1.0
-    kd_projection: bool = False  # the learned projection is always used when D != 128
-    head_init: str = "teacher"  # "teacher": class centroids of the teacher embeddings (when D == 128 and no
-    #                             projection, so student and teacher share one space), else random
-    center_teacher: bool = True  # subtract the mean teacher embedding before KD/RKD (see the module docstring)
-    anchor_kd_weight: float = 0.0  # KL between teacher and student softmax over the fixed identity centroids
-    anchor_kd_scale: float = 10.0  # cosine -> logit scale of that softmax (1 / temperature)
-    images_per_identity: int = 0  # >= 2: batches of P identities x K chips (in-batch positives for rkd); 0 = random
-    augment: bool = True
-    seed: int = 42
 
 
 @dataclass
@@ -165,61 +141,69 @@ def identity_batches(labels: np.ndarray, k: int, rng: np.random.Generator) -> np
 
 
 def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teacher_emb: np.ndarray,
-                    num_classes: int, spec: TrainSpec, *, epochs: int | None = None,
+                    num_classes: int, *, loss: FaceLossConfig, train: TrainConfig, seed: int,
+                    epochs: int | None = None, learning_rate: float | None = None,
+                    warmup_epochs: float | None = None,
                     progress: Callable[[int], None] | None = None,
                     log: Callable[[str], None] | None = None,
                     init_head: np.ndarray | None = None, init_proj: np.ndarray | None = None) -> TrainLog:
     """Train `student` (an embedding model) in place. images (N, S, S, C) uint8; labels (N,) int (-1 =
     unlabelled); teacher_emb (N, 128) float32, NaN rows = no teacher target (KD masked for that chip).
-    Returns the per-epoch loss log. BatchNorm statistics are recalibrated on un-augmented data at the end."""
+    Returns the per-epoch loss log. BatchNorm statistics are recalibrated on un-augmented data at the end.
+
+    `loss` is the recipe's `face.loss` and `train` its `train` section, used as they are; `epochs`,
+    `learning_rate` and `warmup_epochs` override them for a fine-tune (the channel-pruning stage)."""
     import keras
     import tensorflow as tf
 
     from atalaia.compress.distill import recalibrate_batchnorm
 
-    epochs = spec.epochs if epochs is None else int(epochs)
-    if spec.margin not in ("cosface", "arcface", "none"):
-        raise RecipeError(f"face.margin must be cosface, arcface or none; got '{spec.margin}'")
+    epochs = train.epochs if epochs is None else int(epochs)
+    lr = train.learning_rate if learning_rate is None else float(learning_rate)
+    warmup = loss.warmup_epochs if warmup_epochs is None else float(warmup_epochs)
+    batch_size = train.batch_size
+    if loss.margin not in ("cosface", "arcface", "none"):
+        raise RecipeError(f"face.margin must be cosface, arcface or none; got '{loss.margin}'")
     n = len(images_uint8)
     if n == 0:
         raise RecipeError("no training chips")
     labels = np.asarray(labels, np.int64)
-    teacher, t_ok = kd_targets(teacher_emb, center=spec.center_teacher)
-    use_ce = spec.margin != "none" and spec.ce_weight > 0 and num_classes >= 2
+    teacher, t_ok = kd_targets(teacher_emb, center=loss.center_teacher)
+    use_ce = loss.margin != "none" and loss.ce_weight > 0 and num_classes >= 2
     d = int(student.outputs[0].shape[-1])
     td = teacher.shape[1]
-    keras.utils.set_random_seed(spec.seed)
-    head = tf.Variable(tf.random.normal((d, max(num_classes, 2)), stddev=0.01, seed=spec.seed), name="margin_head")
-    use_proj = spec.kd_projection or d != td
-    proj = tf.Variable(tf.random.normal((d, td), stddev=1.0 / math.sqrt(d), seed=spec.seed + 1), name="kd_proj")
+    keras.utils.set_random_seed(seed)
+    head = tf.Variable(tf.random.normal((d, max(num_classes, 2)), stddev=0.01, seed=seed), name="margin_head")
+    use_proj = loss.kd_projection or d != td
+    proj = tf.Variable(tf.random.normal((d, td), stddev=1.0 / math.sqrt(d), seed=seed + 1), name="kd_proj")
     cent = np.zeros((td, max(num_classes, 2)), np.float32)
     ok = (labels >= 0) & t_ok
     np.add.at(cent.T, labels[ok], teacher[ok])
     cent /= np.maximum(np.linalg.norm(cent, axis=0, keepdims=True), 1e-6)
-    if use_ce and spec.head_init == "teacher" and not use_proj and d == td:
+    if use_ce and loss.head_init == "teacher" and not use_proj and d == td:
         head.assign(cent)
-    use_akd = spec.anchor_kd_weight > 0 and num_classes >= 2
+    use_akd = loss.anchor_kd_weight > 0 and num_classes >= 2
     anchors = tf.constant(cent)
     if init_head is not None and tuple(init_head.shape) == tuple(head.shape):
         head.assign(init_head)
     if init_proj is not None and tuple(init_proj.shape) == tuple(proj.shape):
         proj.assign(init_proj)
     extra_vars = ([head] if use_ce else []) + ([proj] if use_proj else [])
-    steps_per_epoch = max(1, math.ceil(n / spec.batch_size))
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
     total = max(1, steps_per_epoch * epochs)
-    warm = int(spec.warmup_epochs * steps_per_epoch)
+    warm = int(warmup * steps_per_epoch)
     sched = keras.optimizers.schedules.CosineDecay(
-        0.0 if warm else spec.learning_rate, decay_steps=max(1, total - warm), alpha=0.01,
-        warmup_target=spec.learning_rate if warm else None, warmup_steps=warm)
-    opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=spec.weight_decay)
-    seed_gen = tf.random.Generator.from_seed(spec.seed)
+        0.0 if warm else lr, decay_steps=max(1, total - warm), alpha=0.01,
+        warmup_target=lr if warm else None, warmup_steps=warm)
+    opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=train.weight_decay)
+    seed_gen = tf.random.Generator.from_seed(seed)
     variables = list(student.trainable_variables) + extra_vars
-    cos_m, sin_m = math.cos(spec.margin_m), math.sin(spec.margin_m)
+    cos_m, sin_m = math.cos(loss.margin_m), math.sin(loss.margin_m)
 
     @tf.function(reduce_retracing=True)
     def step(xb, yb, tb, tmask):
         x = tf.cast(xb, tf.float32) / 255.0
-        if spec.augment:
+        if loss.augment:
             x = _augment(tf, x, seed_gen)
         with tf.GradientTape() as tape:
             e = student(x, training=True)
@@ -232,55 +216,55 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
                 lab = yb >= 0
                 yl = tf.where(lab, yb, tf.zeros_like(yb))
                 onehot = tf.one_hot(yl, tf.shape(wn)[1])
-                if spec.margin == "cosface":
-                    target = cos - spec.margin_m
+                if loss.margin == "cosface":
+                    target = cos - loss.margin_m
                 else:
                     sin = tf.sqrt(1.0 - cos * cos)
-                    target = tf.where(cos > -cos_m, cos * cos_m - sin * sin_m, cos - spec.margin_m * sin_m)
-                logits = spec.margin_s * tf.where(onehot > 0, target, cos)
+                    target = tf.where(cos > -cos_m, cos * cos_m - sin * sin_m, cos - loss.margin_m * sin_m)
+                logits = loss.margin_s * tf.where(onehot > 0, target, cos)
                 ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yl, logits=logits)
                 labf = tf.cast(lab, tf.float32)
                 ce = tf.reduce_sum(ce * labf) / tf.maximum(tf.reduce_sum(labf), 1.0)
                 losses["ce"] = ce
-                total_loss += spec.ce_weight * ce
-            if spec.kd_weight > 0 or spec.rkd_weight > 0:
+                total_loss += loss.ce_weight * ce
+            if loss.kd_weight > 0 or loss.rkd_weight > 0:
                 p = tf.matmul(e, proj) if use_proj else e
                 pn = tf.math.l2_normalize(p, axis=1)
                 m = tf.cast(tmask, tf.float32)
                 kd = tf.reduce_sum((1.0 - tf.reduce_sum(pn * tb, axis=1)) * m) / tf.maximum(tf.reduce_sum(m), 1.0)
                 losses["kd"] = kd
-                total_loss += spec.kd_weight * kd
-                if spec.rkd_weight > 0:
+                total_loss += loss.kd_weight * kd
+                if loss.rkd_weight > 0:
                     ss = tf.matmul(en, en, transpose_b=True)
                     st = tf.matmul(tb, tb, transpose_b=True)
                     mm = m[:, None] * m[None, :]
                     rkd = tf.reduce_sum(tf.square(ss - st) * mm) / tf.maximum(tf.reduce_sum(mm), 1.0)
                     losses["rkd"] = rkd
-                    total_loss += spec.rkd_weight * rkd
+                    total_loss += loss.rkd_weight * rkd
             if use_akd:
                 pa = tf.math.l2_normalize(tf.matmul(e, proj) if use_proj else e, axis=1)
-                lt = tf.nn.log_softmax(spec.anchor_kd_scale * tf.matmul(tb, anchors), axis=1)
-                ls = tf.nn.log_softmax(spec.anchor_kd_scale * tf.matmul(pa, anchors), axis=1)
+                lt = tf.nn.log_softmax(loss.anchor_kd_scale * tf.matmul(tb, anchors), axis=1)
+                ls = tf.nn.log_softmax(loss.anchor_kd_scale * tf.matmul(pa, anchors), axis=1)
                 m = tf.cast(tmask, tf.float32)
                 akd = tf.reduce_sum(tf.reduce_sum(tf.exp(lt) * (lt - ls), axis=1) * m) / tf.maximum(
                     tf.reduce_sum(m), 1.0)
                 losses["akd"] = akd
-                total_loss += spec.anchor_kd_weight * akd
+                total_loss += loss.anchor_kd_weight * akd
             losses["loss"] = total_loss
         grads = tape.gradient(total_loss, variables)
         opt.apply_gradients(zip(grads, variables, strict=True))
         return losses
 
-    rng = np.random.default_rng(spec.seed)
+    rng = np.random.default_rng(seed)
     tlog = TrainLog()
     t0 = time.perf_counter()
     for ep in interruptible(range(epochs)):  # Ctrl-C: stop after the current batch (check_interrupt)
-        order = identity_batches(labels, spec.images_per_identity, rng) \
-            if spec.images_per_identity >= 2 else rng.permutation(n)
+        order = identity_batches(labels, loss.images_per_identity, rng) \
+            if loss.images_per_identity >= 2 else rng.permutation(n)
         sums: dict[str, float] = {}
         nb = 0
-        for s in range(0, n - spec.batch_size + 1 if n >= spec.batch_size else 1, spec.batch_size):
-            idx = order[s : s + spec.batch_size]
+        for s in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            idx = order[s : s + batch_size]
             out = step(images_uint8[idx], labels[idx], teacher[idx], t_ok[idx])
             check_interrupt()
             for k, v in out.items():
@@ -293,7 +277,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
             log(f"epoch {ep + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in row.items()))
         if progress:
             progress(ep + 1)
-    recalibrate_batchnorm(student, images_uint8[rng.permutation(n)[:1024]].astype(np.float32) / 255.0)
+    recalibrate_batchnorm(student, to_float(images_uint8[rng.permutation(n)[:1024]]))
     tlog.seconds = time.perf_counter() - t0
     tlog.head, tlog.proj = head.numpy(), proj.numpy()
     return tlog
@@ -301,8 +285,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
 
 def embed(model, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Float Keras embedding model on uint8 images (N, S, S, C) -> (N, D) float32."""
-    x = np.asarray(images_uint8, np.float32) / 255.0
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
+    return np.asarray(model.predict(to_float(images_uint8), batch_size=batch_size, verbose=0), np.float32)
 
 
-__all__ = ["TrainLog", "TrainSpec", "build_student", "embed", "identity_batches", "kd_targets", "train_embedding"]
+__all__ = ["TrainLog", "build_student", "embed", "identity_batches", "kd_targets", "train_embedding"]

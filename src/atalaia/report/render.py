@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from atalaia.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from atalaia.report.schema import Report
 
 __all__ = [
     "write_report",
@@ -830,19 +831,25 @@ def _to_html(doc: Sequence[Block], plots: dict[str, bytes], title: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- public API
-def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+def _as_dict(report: Report | dict[str, Any]) -> dict[str, Any]:
+    """The report.json form of a typed `Report` (a dict is checked by parsing it into one first)."""
+    if isinstance(report, Report):
+        return report.to_dict()
+    if not isinstance(report, dict):
+        raise TypeError(f"report must be a Report, got {type(report).__name__}")
+    missing = [k for k in ("recipe_name", "stages") if k not in report]
+    if missing:
+        raise ValueError(f"report is missing required key(s): {', '.join(missing)}")
+    return Report.from_dict(report).to_dict()
+
+
+def write_report(report: Report | dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """Write report.json, report.md, report.html (self-contained) and plots/*.png into `out_dir`.
 
     Returns {"json", "md", "html", "plot_<name>" for each plot written}. Optional sections missing from
     `report` are skipped; plots left over from an earlier render that no longer apply are removed.
     """
-    if not isinstance(report, dict):
-        raise TypeError(f"report must be a dict, got {type(report).__name__}")
-    missing = [k for k in ("recipe_name", "stages") if k not in report]
-    if missing:
-        raise ValueError(f"report is missing required key(s): {', '.join(missing)}")
-    if not isinstance(report["stages"], list):
-        raise ValueError("report['stages'] must be a list of StageResult dicts")
+    report = _as_dict(report)
     out_dir = Path(out_dir)
     plot_dir = out_dir / "plots"
     paths: dict[str, Path] = {"json": atomic_write_json(out_dir / "report.json", report)}
@@ -869,10 +876,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def console_table(report: dict[str, Any]) -> Any:
+def console_table(report: Report | dict[str, Any]) -> Any:
     """The stage table as a `rich.table.Table`: one row per stage, same cells as report.md/html."""
     from rich.table import Table
 
+    report = _as_dict(report)
     table = Table(title=f"AtalaIA — {report.get('recipe_name', '?')}", header_style="bold")
     for col in _columns(report):
         table.add_column(col.header, justify="right" if col.numeric else "left",
@@ -882,8 +890,9 @@ def console_table(report: dict[str, Any]) -> Any:
     return table
 
 
-def print_summary(report: dict[str, Any], console: Any = None) -> None:
+def print_summary(report: Report | dict[str, Any], console: Any = None) -> None:
     """Print the stage table, then KD gain, pruning costs, int8 drop, TFLM check and a reminder of units."""
+    report = _as_dict(report)
     if console is None:
         from rich.console import Console
 

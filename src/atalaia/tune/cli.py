@@ -2,11 +2,11 @@
 
 Wiring into `atalaia.cli` (one line after the other commands):
 
-    from atalaia.compress.tune_cli import tune_command
+    from atalaia.tune.cli import tune_command
     app.command(name="tune")(tune_command)
 
-Standalone (what distributed workers and the PostgreSQL test run): `python -m atalaia.compress.tune_cli ...`
-or `python -m atalaia.compress.tune ...` — same options, same one-line errors.
+Standalone (what distributed workers and the PostgreSQL test run): `python -m atalaia.tune.cli ...`
+or `python -m atalaia.tune ...` — same options, same one-line errors.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""atalaia.compress.tune: search space, errors, grid, resume, budget, val-not-test, reports, apply_study.
+"""atalaia.tune: search space, errors, grid, resume, budget, val-not-test, reports, apply_study.
 
 Most tests replace the trainer (`train_fn`) with a deterministic function of (alpha, T) and skip the teacher,
 so they check the search machinery in milliseconds; two tests train for real on the tiny synthetic faces.
@@ -14,9 +14,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from atalaia.compress import tune as T
+import atalaia.tune as T
 from atalaia.compress.distill import TrainHistory
 from atalaia.config import load_recipe
+from atalaia.tune import objective, study
+from atalaia.tune.space import OBJECTIVES_MULTI
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +59,7 @@ def fake_train(calls: list | None = None):
 @pytest.fixture
 def fast(monkeypatch):
     """No teacher training: the fake trainer does not need one."""
-    monkeypatch.setattr(T, "_teacher", lambda recipe, data, out, log: (None, {"source": "none (test)"}))
+    monkeypatch.setattr(study, "_teacher", lambda recipe, data, out, log: (None, {"source": "none (test)"}))
     monkeypatch.setattr("atalaia.models.create_model", lambda *a, **kw: None)  # the fake trainer needs none
     monkeypatch.setattr("keras.backend.clear_session", lambda *a, **kw: None)  # (its gc.collect costs ~1 s)
 
@@ -139,7 +141,7 @@ def test_same_study_other_space_is_refused(tiny_faces, tmp_path, fast):
 def test_cli_prints_one_line_error(tiny_faces, tmp_path):
     r_yaml = tmp_path / "r.yaml"
     _recipe(tmp_path, tiny_faces)
-    p = subprocess.run([sys.executable, "-m", "atalaia.compress.tune_cli", str(r_yaml), "--trials", "0",
+    p = subprocess.run([sys.executable, "-m", "atalaia.tune.cli", str(r_yaml), "--trials", "0",
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines()[-1].startswith("error: --trials must be a positive integer")
@@ -209,7 +211,7 @@ def test_dead_local_worker_trial_is_failed_and_retried(tiny_faces, tmp_path, fas
                        "temperature": optuna.distributions.FloatDistribution(1.0, 20.0)})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    ghost.set_user_attr("worker", f"{T._worker_label().rsplit(':', 1)[0]}:{dead.pid}")
+    ghost.set_user_attr("worker", f"{objective._worker_label().rsplit(':', 1)[0]}:{dead.pid}")
     res = _run(r, tmp_path, trials=3, seed=0)
     st = {t["number"]: t["state"] for t in res.trials}
     assert st[ghost.number] == "FAIL"
@@ -235,10 +237,10 @@ def test_real_multi_objective_uses_val_never_test(tiny_faces, tmp_path, monkeypa
         d.split = type(d.split)(train=d.split.train, val=d.split.val, test=_Poison())
         return d
 
-    monkeypatch.setattr(T, "_load_data", poisoned)
+    monkeypatch.setattr(study, "_load_data", poisoned)
     r = _recipe(tmp_path, tiny_faces, epochs=1)
     res = T.tune(r, trials=2, out_dir=tmp_path / "run", multi_objective=True, seed=0, log=lambda m: None)
-    assert res.objectives == T.OBJECTIVES_MULTI and res.counts() == {"COMPLETE": 2}
+    assert res.objectives == OBJECTIVES_MULTI and res.counts() == {"COMPLETE": 2}
     for t in res.trials:
         acc, flash, lat = t["values"]
         assert acc == t["user_attrs"]["val_accuracy"] and 0 <= acc <= 1
@@ -280,7 +282,7 @@ def test_real_single_objective_report_and_apply_study(tiny_faces, tmp_path):
 def test_gp_sampler_without_torch_names_the_missing_package(monkeypatch):
     import importlib.util
 
-    from atalaia.compress import tune as tune_mod
+    from atalaia.tune import study as tune_mod
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))

@@ -44,7 +44,7 @@ def _worker(recipe: Path, out: Path, study: str, trials: int, epochs: int, *, ho
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     if host:
         env["ATALAIA_TUNE_HOST"] = host  # pretend to be another machine: only the heartbeat can find it dead
-    cmd = [sys.executable, "-m", "atalaia.compress.tune", str(recipe), "--trials", str(trials), "--study", study,
+    cmd = [sys.executable, "-m", "atalaia.tune", str(recipe), "--trials", str(trials), "--study", study,
            "--storage", PG_URL, "--out", str(out), "--epochs", str(epochs), "--sampler", "tpe",
            "--heartbeat-grace", "4"]
     return subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=REPO)
@@ -70,7 +70,7 @@ def _check_ledger(trials, budget: int) -> None:
 def test_two_workers_then_a_killed_worker(tmp_path):
     import optuna
 
-    from atalaia.compress.tune import TuneError, best_params
+    from atalaia.tune import TuneError, best_params
 
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import make_identity_folder
@@ -118,8 +118,8 @@ def test_two_workers_then_a_killed_worker(tmp_path):
     _check_ledger(trials, 9)
     assert best_params(PG_URL, study)  # the study answers queries as usual
     with pytest.raises(TuneError, match="another search space"):
-        from atalaia.compress.tune import SearchSpace, tune
         from atalaia.config import load_recipe
+        from atalaia.tune import SearchSpace, tune
 
         tune(load_recipe(recipe), trials=10, study_name=study, storage=PG_URL, out_dir=out, epochs=2,
              search_space=SearchSpace(alpha=(0.1, 0.2)), log=lambda m: None)

@@ -1,0 +1,134 @@
+"""The public Python API beside the CLI: `run` a recipe, or use one stage verb on your own model.
+
+    import atalaia
+    report = atalaia.run(out_dir="runs/quick", **{"train.epochs": 5})      # the bundled default recipe
+    model, summary = atalaia.prune(model, method="channel", ratio=0.5)
+    blob = atalaia.quantize(model, representative=x_train[:128])
+    tflm = atalaia.verify_tflm(blob)                                       # ops, measured arena, parity
+    row = atalaia.evaluate(blob, images=x_test_uint8, labels=y_test)
+
+Every verb takes keyword-only arguments after its subject, and raises `AtalaiaError` with a one-line reason.
+This module imports TensorFlow; `import atalaia` does not (it loads this module on first use of a verb).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atalaia.compress import prune as P
+from atalaia.compress.distill import train_classifier
+from atalaia.config import AugmentConfig, EvaluateConfig, Recipe, TrainConfig, load_recipe
+from atalaia.data.dataset import to_float
+from atalaia.deploy.carray import write_c_array, write_face_header
+from atalaia.deploy.firmware import write_esp_idf_project
+from atalaia.deploy.targets import get_target
+from atalaia.deploy.tflite import TFLiteRunner, convert_int8, op_names
+from atalaia.deploy.tflm import check_tflm
+from atalaia.errors import AtalaiaError
+from atalaia.evaluate.metrics import classification_metrics
+from atalaia.evaluate.result import StageResult
+from atalaia.pipeline import run_recipe
+from atalaia.pipeline.runfolder import RunFolder
+from atalaia.pipeline.stages import profiled_row
+from atalaia.report.schema import Report
+from atalaia.tune import tuned_recipe
+
+
+def run(recipe: str | Path | None = None, out_dir: str | Path | None = None, *, force: bool = False,
+        **overrides: Any) -> Report:
+    """Run a recipe end to end (None = the bundled default) into `out_dir` (default `runs/<name>`).
+
+    `overrides` are dotted recipe keys: `run(None, "runs/x", **{"train.epochs": 5})`. A recipe with
+    `distill.tune: true` takes alpha/T from the study in `<out_dir>/tune` (made by `atalaia tune`)."""
+
+    r = load_recipe(recipe, overrides)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / r.name
+    if r.distill.tune:
+        r = tuned_recipe(r, out)
+    return run_recipe(r, out, force=force)
+
+
+def distill(student: Any, *, teacher: Any, split: Any, alpha: float = 0.1, temperature: float = 5.0,
+            epochs: int = 40, train: TrainConfig | None = None, augment: AugmentConfig | None = None,
+            seed: int = 42) -> Any:
+    """Train `student` in place with Hinton KD from `teacher` on `split` (`atalaia.data.dataset.Split`).
+    loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher^T || student^T). Returns the TrainHistory."""
+
+    return train_classifier(student, split, train or TrainConfig(), augment=augment or AugmentConfig(),
+                            teacher=teacher, alpha=alpha, temperature=temperature, epochs=epochs, seed=seed)
+
+
+def prune(model: Any, *, method: str = "channel", ratio: float = 0.5, criterion: str = "l1") -> tuple[Any, dict]:
+    """Structured channel pruning (a narrower, really smaller network) or one-shot magnitude pruning (zeros
+    only: TFLM has no sparse kernels, so flash, RAM and time stay the same). Returns (model, summary)."""
+
+    if method == "channel":
+        return P.channel_prune(model, ratio, criterion)
+    if method == "magnitude":
+        pruner = P.MagnitudePruner(model, P.PolynomialDecay(initial_sparsity=ratio, final_sparsity=ratio,
+                                                             begin_step=0, end_step=1, frequency=1))
+        pruner.update(1)
+        pruner.apply()
+        pruner.strip()
+        return model, P.sparsity_report(model)
+    raise AtalaiaError(f"prune: method must be 'channel' or 'magnitude', got '{method}'")
+
+
+def quantize(model: Any, *, representative: np.ndarray, per_channel: bool = True, strip: bool = True) -> bytes:
+    """Full-integer (int8 in/out) post-training quantization -> the `.tflite` bytes as flashed."""
+
+    return convert_int8(model, representative, per_channel=per_channel, strip=strip)
+
+
+def verify_tflm(blob: bytes, *, inputs_q: np.ndarray | None = None) -> Any:
+    """Load the int8 model in the TFLM runtime: ops supported, arena measured, outputs compared with LiteRT."""
+
+    return check_tflm(blob, inputs_q)
+
+
+def evaluate(blob: bytes, *, images: np.ndarray, labels: np.ndarray, targets: tuple[str, ...] = ("esp32", "esp32s3"),
+             latency_runs: int = 20) -> StageResult:
+    """A `.tflite` on uint8 test images: accuracy, macro-F1, MACs, flash, host and est. MCU latency."""
+
+    labels = np.asarray(labels)
+    pred = np.argmax(TFLiteRunner(blob).predict(to_float(images)), axis=1)
+    m = classification_metrics(labels, pred, int(max(labels.max(), pred.max()) + 1))
+    r = Recipe(evaluate=EvaluateConfig(latency_runs=latency_runs, targets=tuple(targets)))
+    return profiled_row(r, blob, stage="evaluate", model="tflite", dtype="int8" if _is_int8(blob) else "float32",
+                        params=0, accuracy=m["accuracy"], macro_f1=m["macro_f1"])
+
+
+def _is_int8(blob: bytes) -> bool:
+
+    return TFLiteRunner(blob).input_dtype == np.int8
+
+
+def export(run_dir: str | Path, *, out: str | Path | None = None, target: str = "esp32s3",
+           name: str = "g_model") -> list[Path]:
+    """The run's verified int8 model as a C array (+ face_model.h for face runs) and an ESP-IDF project with an
+    on-device self-test. Every file read is checked against its stage's checksums first."""
+
+    get_target(target)
+    run = RunFolder(run_dir)
+    stage = run.first_finished("int8", "int8_litert")  # closed-set runs / face-verification runs
+    if stage is None:
+        raise AtalaiaError(f"no finished int8 stage in '{run_dir}' (int8: {run.problem('int8')}; int8_litert: "
+                           f"{run.problem('int8_litert')}): run `atalaia run` first")
+    blob = run.path(stage, "model.tflite").read_bytes()
+    test = np.load(run.path(stage, "self_test.npz"))
+    out_dir = Path(out) if out is not None else Path(run_dir) / "export"
+    paths = list(write_c_array(blob, out_dir, name))
+    facts = json.loads(run.path(stage, "face_model.json").read_text()) if run.has(stage, "face_model.json") else None
+    if facts is not None:
+        paths.append(write_face_header(facts, out_dir))
+    paths += write_esp_idf_project(
+        blob, out_dir / f"esp-idf-{target}", ops=op_names(blob), arena_bytes=run.metrics(stage)["result"]["arena_bytes"],
+        sample_input_q=test["input_q"], expected_output_q=test["output_q"], target=target, face_facts=facts)
+    return paths
+
+
+__all__ = ["distill", "evaluate", "export", "prune", "quantize", "run", "verify_tflm"]
