@@ -55,8 +55,8 @@ def tune_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: KEY=VALUE.")] = None,
 ) -> None:
     """Bayesian optimisation of KD alpha/T (and optional lr, width, pruning ratio) on the VALIDATION split."""
-    from atalaia.compress.tune import SearchSpace, tune
     from atalaia.config import load_recipe, parse_overrides
+    from atalaia.tune import SearchSpace, tune
 
     r = load_recipe(recipe, parse_overrides(set_))
     base = SearchSpace.thesis() if (thesis_grid or sampler == "grid") else SearchSpace()
