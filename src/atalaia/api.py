@@ -34,6 +34,7 @@ from atalaia.evaluate.result import StageResult
 from atalaia.pipeline import run_recipe
 from atalaia.pipeline.runfolder import RunFolder
 from atalaia.pipeline.stages import profiled_row
+from atalaia.preflight import preflight
 from atalaia.report.schema import Report
 from atalaia.tune import tuned_recipe
 
@@ -47,6 +48,7 @@ def run(recipe: str | Path | None = None, out_dir: str | Path | None = None, *, 
 
     r = load_recipe(recipe, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / r.name
+    preflight(r, out, "out_dir")  # targets, output folder, data listing and headers: before any training
     if r.distill.tune:
         r = tuned_recipe(r, out)
     return run_recipe(r, out, force=force)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from atalaia.errors import AtalaiaError  # noqa: E402
+from atalaia.errors import AtalaiaError, AtalaiaWarning  # noqa: E402
+
+_default_showwarning = warnings.showwarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shrink face-recognition CNNs for microcontrollers, and measure what it cost.")
@@ -33,40 +36,82 @@ def run(
         "--study-storage", help="Study storage URL (default: RUN/tune/study.db).")] = None,
     trial: Annotated[int | None, typer.Option(
         "--trial", help="Trial number (default: best; multi-objective: most accurate Pareto trial).")] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only validate the recipe, the output folder and the data (headers), then stop.")] = False,
 ) -> None:
     """Run the whole pipeline: teacher, baseline, distil, prune, int8, TFLM check, report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    r, out_dir, summary = _validate_run(recipe, out, set_)  # seconds, before TensorFlow; nothing written
+    if check:
+        console.print(f"ok: recipe '{r.name}', {summary}, run folder {out_dir}", highlight=False)
+        return
+    _run_pipeline(r, out_dir, force=force, from_study=from_study, study_storage=study_storage, trial=trial)
 
+
+def _validate_run(recipe: Path | None, out: Path | None, set_: list[str] | None):
+    """Recipe parse and ranges, output folder, dataset listing and image headers: each mistake is one line
+    (exit 2) before any heavy import, and nothing is created."""
     from atalaia.config import load_recipe, parse_overrides
-    from atalaia.ioutil import import_tensorflow_quietly
+    from atalaia.preflight import preflight
 
     r = load_recipe(recipe, parse_overrides(set_))
-    import_tensorflow_quietly()
-    from atalaia.pipeline import run_recipe
-    from atalaia.report import print_summary
-    from atalaia.tune import apply_study, tuned_recipe
-
     out_dir = out or Path("runs") / r.name
-    if from_study:
-        r = apply_study(r, study_storage or str(out_dir), from_study, trial)
-    elif r.distill.tune:  # alpha/T (and other tuned knobs) from the study in <out>/tune
-        r = tuned_recipe(r, out_dir)
-    console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    summary = preflight(r, out_dir, "--out" if out else f"run folder '{out_dir}' (set --out)")
+    return r, out_dir, summary
 
-        def make_progress(desc: str, total: int):
-            task = progress.add_task(desc, total=total)
 
-            def tick(n: int) -> None:
-                progress.update(task, completed=n)
-                if n >= total:
-                    progress.remove_task(task)
+def _run_pipeline(r, out_dir: Path, *, force: bool, from_study: str | None, study_storage: str | None,
+                  trial: int | None) -> None:
+    import shutil
 
-            return tick
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        report = run_recipe(r, out_dir, force=force, progress=make_progress,
-                            log=lambda m: progress.console.print(m, markup=False, highlight=False))
+    from atalaia.data.images import pixel_limit
+    from atalaia.errors import DataError
+    from atalaia.ioutil import import_tensorflow_quietly
+
+    new_folder = not out_dir.exists()
+    try:
+        import_tensorflow_quietly()
+        from atalaia.pipeline import run_recipe
+        from atalaia.tune import apply_study, tuned_recipe
+
+        if from_study:
+            r = apply_study(r, study_storage or str(out_dir), from_study, trial)
+        elif r.distill.tune:  # alpha/T (and other tuned knobs) from the study in <out>/tune
+            r = tuned_recipe(r, out_dir)
+        console.print(f"[bold]AtalaIA[/] recipe [cyan]{r.name}[/] -> {out_dir}")
+        with pixel_limit(r.data.max_image_pixels), \
+                Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                         console=console, transient=True) as progress:
+
+            def make_progress(desc: str, total: int):
+                task = progress.add_task(desc, total=total)
+
+                def tick(n: int) -> None:
+                    progress.update(task, completed=n)
+                    if n >= total:
+                        progress.remove_task(task)
+
+                return tick
+
+            report = run_recipe(r, out_dir, force=force, progress=make_progress,
+                                log=lambda m: progress.console.print(m, markup=False, highlight=False))
+    except KeyboardInterrupt:
+        # typer would turn this into a bare exit 130; say what is kept first
+        err_console.print("interrupted; finished stages are kept, run again to resume", highlight=False)
+        # every stage's files are written atomically and its DONE.json last, so skipping the interpreter's
+        # teardown (~3 s with TensorFlow loaded) loses nothing
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    except DataError:
+        # a pixel-level data error (the headers were fine): a folder this command made, with no finished
+        # stage in it, would only look like a run
+        if new_folder and out_dir.is_dir() and not any(out_dir.glob("*/DONE.json")):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    from atalaia.report import print_summary
+
     print_summary(report, console)
     console.print(f"report: {out_dir / 'report.html'}  (also report.md, report.json)")
 
@@ -82,44 +127,53 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder holding re
     if not path.is_file():
         raise AtalaiaError(f"no report.json in '{run_dir}': run `atalaia run` first")
     try:
-        rep = Report.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise AtalaiaError(f"{path} is not an AtalaIA report ({e}): run `atalaia run` again") from None
+        rep = Report.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as e:
+        raise AtalaiaError(f"'{path}' is not a readable AtalaIA report ({type(e).__name__}); run `atalaia run` "
+                           "again to rewrite it") from None
     write_report(rep, run_dir)
     print_summary(rep, console)
 
 
 @app.command()
-def targets() -> None:
+def targets(wide: Annotated[bool, typer.Option(
+        "--wide", help="Every column, however wide (default: what fits the terminal, 80 columns in a pipe).")] = False
+            ) -> None:
     """List MCU targets and how well the latency estimate matches published timings."""
-    from rich.table import Table
-
     from atalaia.deploy.targets import TARGETS, calibration_report
+    from atalaia.report.table import Col, print_table, terminal_width
 
-    t = Table(title="MCU targets")
-    for c in ("name", "clock MHz", "flash KB", "SRAM for arena KB", "PSRAM KB", "kernels", "description"):
-        t.add_column(c)
-    for tg in TARGETS.values():
-        t.add_row(tg.name, str(tg.clock_mhz), f"{tg.flash_bytes / 1024:.0f}", f"{tg.sram_bytes / 1024:.0f}",
-                  f"{tg.psram_bytes / 1024:.0f}", tg.kernels, tg.description)
-    console.print(t)
-    c = Table(title="latency estimate (est.) vs published timings of real models (calibration anchors)")
-    cols = [("target", "target"), ("model", "model"), ("MACs", "macs"), ("published ms", "published_ms"),
-            ("est. ms", "estimate_ms"), ("fit error", "rel_error"),
-            ("leave-one-out error", "loo_rel_error"), ("single-rate error", "single_rate_rel_error"), ("fit", "fit"), ("source", "source")]
-    for title, _ in cols:
-        c.add_column(title, overflow="fold")
-    for row in calibration_report():
-        cells = []
-        for _, k in cols:
-            v = row.get(k)
-            cells.append(f"{100 * v:+.1f}%" if k.endswith("rel_error") and v is not None
-                         else f"{v:,}" if isinstance(v, int) else f"{v:.1f}" if isinstance(v, float) else str(v))
-        c.add_row(*cells)
-    console.print(c)
+    width = terminal_width()
+    cols = [Col("name"), Col("clock MHz", priority=2, justify="right"), Col("flash KB", justify="right"),
+            Col("arena SRAM KB", justify="right"), Col("PSRAM KB", priority=1, justify="right"),
+            Col("kernels", priority=1), Col("description", text=True, priority=3, min_width=30)]
+    rows = [[tg.name, tg.clock_mhz, f"{tg.flash_bytes / 1024:.0f}", f"{tg.sram_bytes / 1024:.0f}",
+             f"{tg.psram_bytes / 1024:.0f}", tg.kernels, tg.description] for tg in TARGETS.values()]
+    hidden = print_table(console, "MCU targets", cols, rows, width=width, wide=wide)
+    if "description" in hidden:
+        for tg in TARGETS.values():
+            console.print(f"• {tg.name}: {tg.description}", highlight=False, markup=False, width=width)
+    cols = [Col("target"), Col("model"), Col("MACs", priority=2, justify="right"),
+            Col("published ms", justify="right"), Col("est. ms", justify="right"),
+            Col("fit error", priority=1, justify="right"), Col("LOO error", justify="right"),
+            Col("single-rate error", priority=3, justify="right"), Col("fit", text=True, priority=4, min_width=24),
+            Col("source", text=True, priority=5, min_width=24)]
+    pct = "+.1%"
+    rows = [[a["target"], a["model"], format(a["macs"], ","), format(a["published_ms"], ".1f"),
+             format(a["estimate_ms"], ".1f"), _cell(a["rel_error"], pct), _cell(a["loo_rel_error"], pct),
+             _cell(a["single_rate_rel_error"], pct), a["fit"], a["source"]] for a in calibration_report()]
+    print_table(console, "latency estimate (est.) vs published timings (calibration anchors)", cols, rows,
+                width=width, wide=wide)
     console.print("A fit with as many parameters as anchors is exact on them by construction: the leave-one-out "
-                  "error is the honest one. Targets with a single anchor use a single MACs rate; their estimates "
-                  "for other model shapes are extrapolations.")
+                  "(LOO) error is the honest one (— with a single anchor). Targets with a single anchor use a "
+                  "single MACs rate; their estimates for other model shapes are extrapolations.",
+                  highlight=False, width=width if not wide else None)
+
+
+def _cell(value, spec: str) -> str:
+    from atalaia.report.table import cell
+
+    return cell(value, spec)
 
 
 @app.command()
@@ -268,20 +322,42 @@ def serve(run_dir: _RunArg,
     run_server(cfg, host, port)
 
 
-from atalaia.tune.cli import tune_command  # noqa: E402
+from atalaia.tune.cli import tune_command  # noqa: E402  (light: atalaia.tune loads its modules on first use)
 
 app.command(name="tune")(tune_command)
 
 
+def _one_line(message: str) -> str:
+    """The promised single line: a newline or control character echoed from the user's input is escaped, and
+    rich markup in it is shown as typed."""
+    from rich.markup import escape
+
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+    return escape(text)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings (e.g. a Pillow remark about one image file) as one `warning:` line; others as usual."""
+    if issubclass(category, AtalaiaWarning):
+        err_console.print(f"[yellow]warning:[/] {_one_line(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         app()
     except AtalaiaError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {_one_line(str(e))}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished stages are kept, run again to resume")
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # typer's answer to Ctrl-C before any work started: say so instead of nothing
+            err_console.print("interrupted; nothing was started")
+        raise
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +23,12 @@ import yaml
 from atalaia.errors import RecipeError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: Keys that only refuse bad input and never change a result: left out of stage keys, so adding or changing
+#: them does not re-run finished stages.
+_NOT_HASHED = (("data", "max_image_pixels"),)
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class DataConfig:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     min_images_per_class: int = 3
     max_classes: int | None = None
+    max_image_pixels: int = 50_000_000  # an image declaring more pixels is refused before it is decoded
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -197,6 +206,8 @@ class Recipe:
     def section_hash(self, *sections: str) -> str:
         """Stable hash of some recipe sections: a stage's cache key is the hash of what it depends on."""
         d = self.to_dict()
+        for section, key in _NOT_HASHED:
+            d[section].pop(key, None)
         blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -282,9 +293,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise RecipeError(f"{where}: expected true/false, got {value!r}")
         return value
     if tp in (int, float):
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads 1e-3 (no dot, no exponent sign) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{where}: expected a number, got {value!r}")
-        if tp is int and float(value) != int(value):
+        if not math.isfinite(value):  # YAML's .inf/.nan parse as floats; every number here must be finite
+            raise RecipeError(f"{where}: expected a finite number, got {value!r}")
+        if tp is int and not isinstance(value, int) and float(value) != int(value):
             raise RecipeError(f"{where}: expected an integer, got {value!r}")
         return tp(value)
     if tp is str:
@@ -295,14 +310,37 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """`["train.epochs=5", "data.image_size=[64, 64]"]` -> {"train.epochs": 5, ...} (values parsed as YAML)."""
+    """`["train.epochs=5", "data.image_size=[64, 64]"]` -> {"train.epochs": 5, ...} (values parsed as YAML).
+
+    A value that is not valid YAML is a RecipeError naming the `--set` argument and the column."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise RecipeError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got '{item}'")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        key = k.strip()
+        if not key or any(not part.strip() for part in key.split(".")):
+            raise RecipeError(f"--set '{item}': empty key; expected KEY=VALUE (e.g. train.epochs=5)")
+        try:
+            out[key] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            col = _yaml_position(e)
+            at = f" at column {len(k) + 1 + col[1]}" if col else ""
+            raise RecipeError(f"--set '{item}': value is not valid YAML{at} ({_yaml_problem(e)}); "
+                              "quote lists like 'data.image_size=[64, 64]'") from None
     return out
+
+
+def _yaml_position(e: yaml.YAMLError) -> tuple[int, int] | None:
+    """1-based (line, column) of a YAML error, if PyYAML knows it."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return (mark.line + 1, mark.column + 1) if mark is not None else None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's explanation on one line (its messages span several lines with a source excerpt)."""
+    text = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return " ".join(str(text).split())
 
 
 def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -313,10 +351,24 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save the recipe as UTF-8") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({e.__class__.__name__}: {e})") from None
-    if isinstance(raw, dict) and isinstance(raw.get("face"), dict):
+        pos = _yaml_position(e)
+        at = f":{pos[0]}:{pos[1]}" if pos else ""
+        raise RecipeError(f"{path}{at}: not valid YAML ({_yaml_problem(e)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections (name:, data:, train: ...), "
+                          f"got a {type(raw).__name__}")
+    if isinstance(raw.get("face"), dict):
         raw["face"] = _nest_face_loss(raw["face"])
     loss_names = {f.name for f in dataclasses.fields(FaceLossConfig)}
     for dotted, value in (overrides or {}).items():
@@ -324,23 +376,73 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
         *parents, leaf = dotted.split(".")
         if parents == ["face"] and leaf in loss_names:  # the flat spelling of a face.loss key
             parents = ["face", "loss"]
-        for p in parents:
-            node = node.setdefault(p, {})
+        for i, p in enumerate(parents):
+            section = ".".join(parents[: i + 1])
+            if _field_type(section) not in (None, "section"):
+                raise RecipeError(f"--set {dotted}=...: '{section}' is a value, not a section; "
+                                  f"use --set {section}=VALUE")
+            child = node.setdefault(p, {})
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {dotted}=...: '{section}' in {path.name} is not a section")
+            node = child
         node[leaf] = value
-    recipe = Recipe.from_dict(raw, base_dir=str(path.resolve().parent), source=path.name)
+    try:
+        recipe = Recipe.from_dict(raw, base_dir=str(path.resolve().parent), source=path.name)
+    except RecipeError as e:  # name the --set argument when the bad value came from one
+        msg = str(e)
+        for dotted in overrides or {}:
+            where = f"{path.name}.{dotted}"
+            parent, _, leaf = f"{path.name}.{dotted}".rpartition(".")
+            if msg.startswith(where + ":") or msg.startswith(where + "."):
+                raise RecipeError(f"--set {dotted}{msg[len(where):]}") from None
+            if msg.startswith(f"{parent}: unknown key '{leaf}'"):
+                raise RecipeError(f"--set {dotted}: {msg[len(parent) + 2:]}") from None
+        raise
     validate(recipe)
     return recipe
+
+
+def _field_type(dotted: str) -> str | None:
+    """'section' if `dotted` names a recipe section, 'value' if a leaf field, None if unknown (the error for
+    an unknown key, with its suggestion, comes later from `_build`)."""
+    cls: Any = Recipe
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return "value"
+        hints = typing.get_type_hints(cls)
+        if part not in hints or part == "base_dir":
+            return None
+        cls = hints[part]
+    return "section" if dataclasses.is_dataclass(cls) else "value"
 
 
 def validate(r: Recipe) -> None:
     """Range checks that name the field and what is allowed."""
     checks = [
         (r.task in ("classification", "verification"), "task must be 'classification' or 'verification'"),
-        (len(r.data.image_size) == 2 and min(r.data.image_size) >= 8, "data.image_size must be [H, W] >= 8"),
+        (bool(r.name.strip()) and not any(c in r.name for c in "/\\\0") and r.name not in (".", ".."),
+         "name must be a non-empty folder name without '/' (the run folder is runs/<name>)"),
+        (len(r.data.image_size) == 2 and 8 <= min(r.data.image_size) and max(r.data.image_size) <= 1024,
+         "data.image_size must be [H, W] with 8 <= H, W <= 1024"),
+        (r.data.max_image_pixels >= 64, "data.max_image_pixels must be >= 64"),
+        (r.data.max_classes is None or r.data.max_classes >= 2, "data.max_classes must be >= 2 (or null)"),
         (r.data.channels in (1, 3), "data.channels must be 1 (grey) or 3 (RGB)"),
         (abs(sum(r.data.split) - 1.0) < 1e-6 and min(r.data.split) > 0, "data.split must be 3 positive fractions summing to 1"),
         (r.data.min_images_per_class >= 3, "data.min_images_per_class must be >= 3 (one each for train/val/test)"),
+        (0 <= r.seed < 2**32, "seed must be in [0, 2^32)"),
+        (all(0.0 <= v <= 1.0 for v in (r.data.augment.shift, r.data.augment.zoom, r.data.augment.brightness,
+                                       r.data.augment.contrast)),
+         "data.augment shift/zoom/brightness/contrast must be in [0, 1]"),
         (r.train.epochs >= 1, "train.epochs must be >= 1"),
+        (r.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (0.0 <= r.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (r.prune.magnitude.epochs >= 0 and r.prune.channel.epochs >= 0, "prune.*.epochs must be >= 0"),
+        (r.prune.magnitude.frequency >= 1, "prune.magnitude.frequency must be >= 1"),
+        (0.0 <= r.prune.magnitude.begin_fraction < r.prune.magnitude.end_fraction <= 1.0,
+         "prune.magnitude: 0 <= begin_fraction < end_fraction <= 1"),
+        (r.evaluate.latency_runs >= 1, "evaluate.latency_runs must be >= 1"),
         (r.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (r.train.learning_rate > 0, "train.learning_rate must be > 0"),
         (0.0 <= r.distill.alpha <= 1.0, "distill.alpha must be in [0, 1]"),

@@ -15,3 +15,7 @@ class DataError(AtalaiaError):
 
 class DeployError(AtalaiaError):
     """A model cannot run on the target: unsupported TFLM op, arena or flash over budget."""
+
+
+class AtalaiaWarning(UserWarning):
+    """Something the user should know that does not stop the work; the CLI prints it as one `warning:` line."""

@@ -88,3 +88,23 @@ def test_teacher_logit_table_checked(tiny_faces):
         train_classifier(m, sp, TrainConfig(epochs=1), teacher_logits=np.zeros((3, 4)), alpha=0.5)
     with pytest.raises(ValueError, match="not both"):
         train_classifier(m, sp, TrainConfig(epochs=1), teacher=m, teacher_logits=np.zeros((16, 4)), alpha=0.5)
+
+
+def test_ctrl_c_stops_after_the_current_batch(tiny_faces):
+    """A real SIGINT during epoch 1 (raised from the progress hook) stops training at the next batch end."""
+    import signal
+
+    ds = load_identity_folder(tiny_faces, image_size=(16, 16), channels=1)
+    sp = split_dataset(ds, (0.5, 0.25, 0.25), 0)
+    m = create_model("ds_cnn", num_classes=4, input_shape=(16, 16, 1), width=0.25)
+    epochs_done = []
+
+    def progress(n):
+        epochs_done.append(n)
+        signal.raise_signal(signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(m, sp, TrainConfig(epochs=6, batch_size=4), progress=progress, seed=0)
+    assert epochs_done == [1]
+    assert signal.getsignal(signal.SIGINT) is before

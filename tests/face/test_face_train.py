@@ -107,3 +107,19 @@ def test_anchor_kd_and_identity_batches_train(chips, fit_args):
     log = train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes, **spec)
     assert "akd" in log.epochs[0] and all(np.isfinite(v) for v in log.epochs[-1].values())
     assert log.epochs[-1]["akd"] < log.epochs[0]["akd"]
+
+
+def test_ctrl_c_stops_after_the_current_batch(chips, fit_args):
+    import signal
+
+    m = build_student(32, width=0.25, embedding_dim=16)
+    epochs_done = []
+
+    def progress(n):
+        epochs_done.append(n)
+        signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes,
+                        **fit_args(epochs=5, batch_size=8, warmup_epochs=0.0), progress=progress)
+    assert epochs_done == [1]

@@ -22,6 +22,7 @@ import numpy as np
 
 from atalaia.config import AugmentConfig, TrainConfig
 from atalaia.data.dataset import Split, make_augment, to_float
+from atalaia.interrupt import defer_sigint, keras_callback
 
 
 @dataclass
@@ -221,7 +222,9 @@ def train_classifier(
           .batch(bs).prefetch(2))
     history = TrainHistory()
     end = _EpochEnd(student, x_train, x_val, y_val, history, on_epoch, progress)
-    trainer.fit(ds, epochs=epochs, verbose=0, shuffle=False, callbacks=[*(callbacks or []), end])
+    with defer_sigint():  # Ctrl-C stops after the current batch (keras_callback), not inside TensorFlow
+        trainer.fit(ds, epochs=epochs, verbose=0, shuffle=False,
+                    callbacks=[keras_callback(), *(callbacks or []), end])
     if restore_best and end.best_weights is not None:
         for v, w in zip(student.weights, end.best_weights, strict=True):
             v.assign(w)

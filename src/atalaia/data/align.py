@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from atalaia.data.images import open_image
 from atalaia.errors import DataError
 from atalaia.ioutil import atomic_write_bytes, atomic_write_text
 
@@ -113,7 +114,7 @@ def load_image_rgb(path: str | Path | BinaryIO) -> np.ndarray:
     """
     path = path if hasattr(path, "read") else Path(path)  # a file, or an in-memory upload (the service)
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # size limit (data.max_image_pixels) and Pillow warnings naming the file
             im.load()
             im = ImageOps.exif_transpose(im) or im
             arr = _to_rgb_array(im)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from atalaia.config import AugmentConfig
+from atalaia.data.images import check_header, read_8bit
 from atalaia.errors import DataError
 
 IMAGE_SUFFIXES = {".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -51,22 +52,63 @@ class Split:
     test: FaceDataset
 
 
-def read_image(path: Path, image_size: tuple[int, int], channels: int) -> np.ndarray:
-    """Read any common image format as uint8 H x W x C (grey or RGB), resized to `image_size` (H, W)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                im = Image.fromarray((255.0 * arr / max(arr.max(), 1.0)).astype(np.uint8))
-            im = im.convert("L" if channels == 1 else "RGB")
-            h, w = image_size
-            im = im.resize((w, h), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"cannot read image '{path}': {e.__class__.__name__}: {e}. "
-                        "Remove or replace the file and run again.") from None
+def read_image(path: Path, image_size: tuple[int, int], channels: int, max_pixels: int | None = None) -> np.ndarray:
+    """Read any common image format as uint8 H x W x C (grey or RGB), resized to `image_size` (H, W).
+
+    16-bit and float images are scaled by their declared range (`images.to_8bit`); a file declaring more than
+    `max_pixels` (default: the run's `data.max_image_pixels`) is refused before it is decoded."""
+    im = read_8bit(path, "L" if channels == 1 else "RGB", max_pixels)
+    h, w = image_size
+    arr = np.asarray(im.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
+
+
+def list_identity_folder(root: str | Path, *, min_images_per_class: int = 3, max_classes: int | None = None
+                         ) -> list[tuple[str, list[Path]]]:
+    """`[(identity, [image files])]` of `root/<identity>/<image>`, sorted, checked for counts; nothing decoded."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: '{root}'. Set data.root in the recipe to a folder "
+                        "holding one sub-folder per identity.")
+    try:
+        identities = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"cannot list dataset folder '{root}': {e.strerror or e}") from None
+    if not identities:
+        raise DataError(f"dataset folder '{root}' has no identity sub-folders; expected root/<identity>/<image>.")
+    if max_classes is not None:
+        identities = identities[:max_classes]
+    out = []
+    for identity in identities:
+        try:
+            files = sorted(f for f in identity.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        except OSError as e:
+            raise DataError(f"cannot list identity folder '{identity}': {e.strerror or e}") from None
+        if len(files) < min_images_per_class:
+            raise DataError(
+                f"identity '{identity.name}' in '{root}' has {len(files)} image(s); at least "
+                f"{min_images_per_class} are needed (one each for train/val/test). Add images, remove the "
+                "folder, or lower data.min_images_per_class."
+            )
+        out.append((identity.name, files))
+    if len(out) < 2:
+        raise DataError(f"dataset '{root}' has {len(out)} identity; classification needs at least 2.")
+    return out
+
+
+def check_identity_folder(root: str | Path, *, min_images_per_class: int = 3, max_classes: int | None = None,
+                          max_pixels: int | None = None) -> int:
+    """Everything `load_identity_folder` would refuse that headers can tell, without decoding a pixel: the
+    listing, the counts, and every file's header (readable, size within `max_pixels`, a mode we convert).
+
+    Seconds instead of minutes: run it before TensorFlow is imported. Returns the number of images."""
+    listing = list_identity_folder(root, min_images_per_class=min_images_per_class, max_classes=max_classes)
+    n = 0
+    for _, files in listing:
+        for f in files:
+            check_header(f, max_pixels)
+            n += 1
+    return n
 
 
 def load_identity_folder(
@@ -76,34 +118,18 @@ def load_identity_folder(
     channels: int,
     min_images_per_class: int = 3,
     max_classes: int | None = None,
+    max_pixels: int | None = None,
 ) -> FaceDataset:
     """Load `root/<identity>/<image>`; every identity folder is one class (sorted by name)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset folder not found: '{root}'. Set data.root in the recipe to a folder "
-                        "holding one sub-folder per identity.")
-    identities = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not identities:
-        raise DataError(f"dataset folder '{root}' has no identity sub-folders; expected root/<identity>/<image>.")
-    if max_classes is not None:
-        identities = identities[:max_classes]
     images, labels, paths, names = [], [], [], []
-    for identity in identities:
-        files = sorted(f for f in identity.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-        if len(files) < min_images_per_class:
-            raise DataError(
-                f"identity '{identity.name}' in '{root}' has {len(files)} image(s); at least "
-                f"{min_images_per_class} are needed (one each for train/val/test). Add images, remove the "
-                "folder, or lower data.min_images_per_class."
-            )
+    for name, files in list_identity_folder(root, min_images_per_class=min_images_per_class,
+                                            max_classes=max_classes):
         label = len(names)
-        names.append(identity.name)
+        names.append(name)
         for f in files:
-            images.append(read_image(f, image_size, channels))
+            images.append(read_image(f, image_size, channels, max_pixels))
             labels.append(label)
             paths.append(str(f))
-    if len(names) < 2:
-        raise DataError(f"dataset '{root}' has {len(names)} identity; classification needs at least 2.")
     return FaceDataset(np.stack(images), np.asarray(labels, dtype=np.int32), tuple(names), tuple(paths))
 
 

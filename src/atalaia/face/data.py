@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from atalaia.data.dataset import to_float
+from atalaia.data.images import read_8bit
 from atalaia.errors import DataError
 from atalaia.ioutil import atomic_write_bytes
 
@@ -87,14 +88,7 @@ def center_crop(im: Image.Image, crop: float) -> Image.Image:
 def read_grey(path: str | Path, size: int, crop: float = 1.0) -> np.ndarray:
     """One image file -> (size, size) uint8 grey (Pillow ``L``, optional centre crop, LANCZOS resize).
     DataError if unreadable."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            g = im.convert("L")
-    except FileNotFoundError:
-        raise DataError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    g = read_8bit(path, "L")  # 16-bit chips by their declared range; size limit; DataError naming the file
     g = center_crop(g, crop)
     if g.size != (size, size):
         g = g.resize((size, size), Image.Resampling.LANCZOS)

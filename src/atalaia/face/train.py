@@ -46,6 +46,7 @@ import numpy as np
 from atalaia.config import FaceLossConfig, TrainConfig
 from atalaia.data.dataset import to_float
 from atalaia.errors import RecipeError
+from atalaia.interrupt import check_interrupt, interruptible
 
 
 @dataclass
@@ -257,7 +258,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
     rng = np.random.default_rng(seed)
     tlog = TrainLog()
     t0 = time.perf_counter()
-    for ep in range(epochs):
+    for ep in interruptible(range(epochs)):  # Ctrl-C: stop after the current batch (check_interrupt)
         order = identity_batches(labels, loss.images_per_identity, rng) \
             if loss.images_per_identity >= 2 else rng.permutation(n)
         sums: dict[str, float] = {}
@@ -265,6 +266,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
         for s in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
             idx = order[s : s + batch_size]
             out = step(images_uint8[idx], labels[idx], teacher[idx], t_ok[idx])
+            check_interrupt()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             nb += 1

@@ -60,7 +60,8 @@ def load_closed_set(recipe) -> ClosedSetData:
     """The recipe's identity folder, split with its seed (the tuner uses the same split: same val set)."""
     r = recipe
     ds = load_identity_folder(r.data_root(), image_size=r.data.image_size, channels=r.data.channels,
-                              min_images_per_class=r.data.min_images_per_class, max_classes=r.data.max_classes)
+                              min_images_per_class=r.data.min_images_per_class, max_classes=r.data.max_classes,
+                              max_pixels=r.data.max_image_pixels)
     split = split_dataset(ds, r.data.split, r.seed)
     h, w = r.data.image_size
     info = {"root": str(r.data_root()), "num_classes": ds.num_classes, "class_names": list(ds.class_names),
