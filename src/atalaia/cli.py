@@ -38,13 +38,15 @@ def run(
         "--trial", help="Trial number (default: best; multi-objective: most accurate Pareto trial).")] = None,
     check: Annotated[bool, typer.Option(
         "--check", help="Only validate the recipe, the output folder and the data (headers), then stop.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column of the stage table, however wide.")] = False,
 ) -> None:
     """Run the whole pipeline: teacher, baseline, distil, prune, int8, TFLM check, report."""
     r, out_dir, summary = _validate_run(recipe, out, set_)  # seconds, before TensorFlow; nothing written
     if check:
         console.print(f"ok: recipe '{r.name}', {summary}, run folder {out_dir}", highlight=False)
         return
-    _run_pipeline(r, out_dir, force=force, from_study=from_study, study_storage=study_storage, trial=trial)
+    _run_pipeline(r, out_dir, force=force, from_study=from_study, study_storage=study_storage, trial=trial,
+                  wide=wide)
 
 
 def _validate_run(recipe: Path | None, out: Path | None, set_: list[str] | None):
@@ -60,7 +62,7 @@ def _validate_run(recipe: Path | None, out: Path | None, set_: list[str] | None)
 
 
 def _run_pipeline(r, out_dir: Path, *, force: bool, from_study: str | None, study_storage: str | None,
-                  trial: int | None) -> None:
+                  trial: int | None, wide: bool = False) -> None:
     import shutil
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -112,12 +114,13 @@ def _run_pipeline(r, out_dir: Path, *, force: bool, from_study: str | None, stud
         raise
     from atalaia.report import print_summary
 
-    print_summary(report, console)
+    print_summary(report, console, wide=wide)
     console.print(f"report: {out_dir / 'report.html'}  (also report.md, report.json)")
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A run folder holding report.json.")]) -> None:
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder holding report.json.")],
+           wide: Annotated[bool, typer.Option("--wide", help="Every column of the stage table.")] = False) -> None:
     """Re-render report.md / report.html / plots from a run's report.json and print the table."""
     import json
 
@@ -132,7 +135,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder holding re
         raise AtalaiaError(f"'{path}' is not a readable AtalaIA report ({type(e).__name__}); run `atalaia run` "
                            "again to rewrite it") from None
     write_report(rep, run_dir)
-    print_summary(rep, console)
+    print_summary(rep, console, wide=wide)
 
 
 @app.command()

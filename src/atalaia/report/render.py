@@ -29,6 +29,7 @@ from typing import Any
 
 from atalaia.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from atalaia.report.schema import Report
+from atalaia.report.table import Col, print_table
 
 __all__ = [
     "write_report",
@@ -42,6 +43,10 @@ __all__ = [
     "DASH",
     "PLOT_NAMES",
 ]
+
+#: Console columns kept first when the terminal is narrow (0 = always); estimated latencies default to 1.
+_PRIORITY = {"stage": 0, "flash": 0, "arena": 0, "accuracy": 0, "MACs": 1, "params": 2, "dtype": 2,
+             "macro-F1": 2, "model": 3, "host latency": 3}
 
 #: Shown for a value that does not exist (None, NaN) or does not apply (arena of a float row).
 DASH = "—"
@@ -890,14 +895,19 @@ def console_table(report: Report | dict[str, Any]) -> Any:
     return table
 
 
-def print_summary(report: Report | dict[str, Any], console: Any = None) -> None:
-    """Print the stage table, then KD gain, pruning costs, int8 drop, TFLM check and a reminder of units."""
+def print_summary(report: Report | dict[str, Any], console: Any = None, *, width: int | None = None,
+                  wide: bool = False) -> None:
+    """Print the stage table fitted to the terminal (80 columns in a pipe; columns dropped by priority and
+    named, numbers never split; `wide` keeps all), then KD gain, pruning costs, int8 drop, TFLM check and units."""
     report = _as_dict(report)
     if console is None:
         from rich.console import Console
 
         console = Console()
-    console.print(console_table(report))
+    headers, rows = stage_table(report)
+    cols = [Col(h, priority=_PRIORITY.get(h.split(" (")[0], 1), justify="left" if h in ("stage", "model", "dtype")
+                else "right") for h in headers]
+    print_table(console, f"AtalaIA — {report.get('recipe_name', '?')}", cols, rows, width=width, wide=wide)
     for line in summary_lines(report):
         console.print(f"• {line}", markup=False, highlight=False)
     console.print(
