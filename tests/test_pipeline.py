@@ -42,6 +42,19 @@ def test_pipeline_end_to_end_and_resume(tiny_recipe, tmp_path):
     for s in rep["stages"]:
         assert set(s["est_latency_ms"]) == {"esp32", "esp32s3"} and s["host_latency_ms"] > 0
     assert rep["kd"]["gain_accuracy"] == pytest.approx(by["distilled"]["accuracy"] - by["baseline"]["accuracy"])
+    # the default teacher: frozen dlib embedding + trained head, its KD table one row per training image
+    assert by["teacher"]["model"] == "dlib_head" and (out / "teacher" / "train_logits.npz").is_file()
+    # every accuracy has a 95% interval; the KD gain and each stage - parent delta a paired one
+    iv = rep["intervals"]
+    n_test = iv["n_test"]
+    assert set(iv["stages"]) == set(STAGES) and n_test == len(json.loads((out / "int8" / "metrics.json").read_text())
+                                                                ["extra"]["test_predictions"])
+    for st in iv["stages"].values():
+        assert st["accuracy"]["low"] <= st["accuracy"]["value"] <= st["accuracy"]["high"]
+    g = rep["kd"]["gain_interval"]["accuracy"]
+    assert g["n"] == n_test and g["diff"]["value"] == pytest.approx(rep["kd"]["gain_accuracy"])
+    assert g["significant"] == (g["diff"]["low"] > 0 or g["diff"]["high"] < 0)
+    assert "95% paired interval" in (out / "report.md").read_text()
     for f in ("report.json", "report.md", "report.html", "recipe.yaml"):
         assert (out / f).is_file()
     assert json.loads((out / "report.json").read_text())["stages"] == rep["stages"]
@@ -72,6 +85,7 @@ def test_pipeline_end_to_end_and_resume(tiny_recipe, tmp_path):
 def test_changed_recipe_reruns_only_downstream(tiny_recipe, tmp_path):
     from dataclasses import replace
 
+    tiny_recipe = replace(tiny_recipe, teacher=replace(tiny_recipe.teacher, name="teacher_resnet"))  # trained here
     out = tmp_path / "run"
     run(tiny_recipe, out, log=lambda m: None)
     # a killed int8 stage: marker missing -> only int8 re-runs

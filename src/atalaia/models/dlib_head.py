@@ -297,5 +297,23 @@ def fit_dlib_head(train_images: Sequence[np.ndarray] | np.ndarray, labels: np.nd
     return head
 
 
+def dlib_costs_ms(image: np.ndarray, cfg: DlibHeadConfig = DlibHeadConfig()) -> tuple[int, float]:
+    """(bytes of dlib's ResNet weight file, median milliseconds to align + embed one image on this CPU): the
+    teacher's flash and host latency in the report (it is not an MCU model)."""
+    import time
+
+    from atalaia.models.dlib_weights import import_dlib
+
+    _, frm = import_dlib()
+    dat = Path(frm.face_recognition_model_location()).stat().st_size
+    embed_images([image], cfg, cache=None)  # warm-up: loads the networks
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        embed_images([image], cfg, cache=None)
+        times.append(1e3 * (time.perf_counter() - t0))
+    return int(dat), round(float(np.median(times)), 3)
+
+
 __all__ = ["ALIGN_MODES", "DlibHead", "DlibHeadConfig", "center_chip", "dlib_input", "embed_images",
-           "fit_dlib_head", "load_originals", "train_head"]
+           "dlib_costs_ms", "fit_dlib_head", "load_originals", "train_head"]

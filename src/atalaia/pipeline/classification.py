@@ -23,13 +23,20 @@ from atalaia.compress import prune
 from atalaia.compress.distill import TrainHistory, train_classifier
 from atalaia.data.dataset import Split, load_identity_folder, split_dataset, to_float
 from atalaia.evaluate import profile
+from atalaia.evaluate.intervals import accuracy_interval, bootstrap_macro_f1, paired_bootstrap
 from atalaia.evaluate.metrics import classification_metrics
 from atalaia.evaluate.result import StageResult
 from atalaia.models import create_model
+from atalaia.models.dlib_head import dlib_costs_ms, fit_dlib_head, load_originals
 from atalaia.pipeline.plan import Plan, Stage, key_of
 from atalaia.pipeline.runfolder import now_utc
-from atalaia.pipeline.stages import profiled_row, quantize_and_check, save_float, save_self_test
+from atalaia.pipeline.stages import profiled_row, quantize_and_check, save_float, save_npz, save_self_test
 from atalaia.report.schema import Report
+
+DLIB_HEAD = "dlib_head"
+DLIB_HEAD_NOTE = ("teacher = dlib's pretrained ResNet face embedder (frozen) + Dropout + Dense trained on the training "
+                  "split, on the original images; flash = dlib's weight file + the head, params = file bytes / 4 + "
+                  "head (approximate), MACs not counted, host latency = dlib CPU time per image (not an MCU model)")
 
 STAGES = ("teacher", "baseline", "distilled", "pruned_magnitude", "pruned_channel", "int8")
 
@@ -104,7 +111,7 @@ class ClassificationPlan(Plan):
         epochs = r.train.epochs if epochs is None else epochs
         alpha, temp = (r.distill.alpha, r.distill.temperature) if teacher else (1.0, 1.0)
         return train_classifier(model, self.data.split, r.train, augment=r.data.augment,
-                                teacher=self.model(teacher) if teacher else None, alpha=alpha, temperature=temp,
+                                **(self.teacher_kd() if teacher else {}), alpha=alpha, temperature=temp,
                                 epochs=epochs, seed=r.seed + seed_offset,
                                 progress=self.progress(f"{stage}: epochs", epochs), **kw)
 
@@ -112,6 +119,7 @@ class ClassificationPlan(Plan):
         blob = save_float(model, d)
         self._models[stage] = model
         logits = np.asarray(model.predict(to_float(self.data.split.test.images), batch_size=256, verbose=0))
+        self.test_predictions = np.argmax(logits, 1).tolist()  # into the stage's extra: paired intervals
         return self._row(stage, model.name, "float32", blob, logits, params=profile.count_params(model), **fields)
 
     def _row(self, stage: str, model_name: str, dtype: str, blob: bytes, logits: np.ndarray, **fields) -> StageResult:
@@ -148,20 +156,51 @@ class ClassificationPlan(Plan):
 
     def teacher(self, d: Path):
         r = self.recipe
+        if r.teacher.name == DLIB_HEAD:
+            return self._dlib_head_teacher(d)
         m = create_model(r.teacher.name, num_classes=self.data.num_classes, input_shape=self.data.input_shape,
                          width=r.teacher.width)
         h = self._train(m, "teacher", seed_offset=1)
-        return self._float_row("teacher", m, d), {"history": h.to_dict()}
+        row = self._float_row("teacher", m, d)
+        return row, {"history": h.to_dict(), "test_predictions": self.test_predictions}
+
+    def _dlib_head_teacher(self, d: Path):
+        """The thesis' kind of teacher: frozen pretrained dlib face embedding + Dropout + Dense trained here, on the
+        original images (the 32x32 student inputs are too small for dlib). Its logits for the training images are
+        the KD table of every distilled stage (one row per image: see `models.dlib_head`)."""
+        sp, cache = self.data.split, self.out / "cache" / "dlib_head_embeddings.npz"
+        head = fit_dlib_head(load_originals(sp.train.paths), sp.train.labels, num_classes=self.data.num_classes,
+                             cache=cache)
+        head.save(d / "head.npz")
+        save_npz(d / "train_logits.npz", logits=head.logits(load_originals(sp.train.paths), cache=cache))
+        test_logits = head.logits(load_originals(sp.test.paths), cache=cache)
+        dat, ms = dlib_costs_ms(load_originals(sp.test.paths[:1])[0])
+        head_params = int(head.weight.size + head.bias.size)
+        m = classification_metrics(sp.test.labels, np.argmax(test_logits, axis=1), self.data.num_classes)
+        row = StageResult(stage="teacher", model=DLIB_HEAD, dtype="float32", params=dat // 4 + head_params, macs=0,
+                          flash_bytes=dat + 4 * head_params, accuracy=m["accuracy"], macro_f1=m["macro_f1"],
+                          host_latency_ms=ms, extra={"note": DLIB_HEAD_NOTE})
+        return row, {"test_predictions": np.argmax(test_logits, 1).tolist(), "head": head.history,
+                     "note": DLIB_HEAD_NOTE}
+
+    def teacher_kd(self) -> dict:
+        """How distilled stages get the teacher: a Keras model, or the dlib head's fixed logit table."""
+        if self.recipe.teacher.name == DLIB_HEAD:
+            with np.load(self.run.folder.path("teacher", "train_logits.npz")) as z:
+                return {"teacher_logits": z["logits"]}
+        return {"teacher": self.model("teacher")}
 
     def baseline(self, d: Path):
         m = self._student()
         h = self._train(m, "baseline")
-        return self._float_row("baseline", m, d), {"history": h.to_dict()}
+        row = self._float_row("baseline", m, d)
+        return row, {"history": h.to_dict(), "test_predictions": self.test_predictions}
 
     def distilled(self, d: Path):
         m = self._student()
         h = self._train(m, "distilled", teacher="teacher")
-        return self._float_row("distilled", m, d, kd=self._kd()), {"history": h.to_dict()}
+        row = self._float_row("distilled", m, d, kd=self._kd())
+        return row, {"history": h.to_dict(), "test_predictions": self.test_predictions}
 
     def pruned_magnitude(self, d: Path):
         """Unstructured sparsity: a side branch that shows what it does and does not buy on an MCU."""
@@ -183,13 +222,14 @@ class ClassificationPlan(Plan):
         pruner.strip()
         sp = prune.sparsity_report(m)
         row = self._float_row("pruned_magnitude", m, d, sparsity=float(sp["overall"]), kd=self._kd())
-        return row, {"history": h.to_dict(), "sparsity": sp}
+        return row, {"history": h.to_dict(), "sparsity": sp, "test_predictions": self.test_predictions}
 
     def pruned_channel(self, d: Path):
         cp = self.recipe.prune.channel
         m, summary = prune.channel_prune(self.model("distilled"), cp.ratio, cp.criterion)
         h = self._train(m, "pruned_channel", teacher="teacher", epochs=cp.epochs, seed_offset=4)
-        return self._float_row("pruned_channel", m, d, kd=self._kd()), {"history": h.to_dict(), "summary": summary}
+        row = self._float_row("pruned_channel", m, d, kd=self._kd())
+        return row, {"history": h.to_dict(), "summary": summary, "test_predictions": self.test_predictions}
 
     def int8(self, d: Path):
         r, src = self.recipe, self.final_float
@@ -224,6 +264,25 @@ class ClassificationPlan(Plan):
             history={s: out[s].extra["history"] for s in STAGES if s in out and "history" in out[s].extra},
             sections=self._sections(), atalaia_version=__version__, created=now_utc())
 
+    def _intervals(self) -> dict:
+        """95% intervals over the test images: each stage's accuracy (Wilson) and macro-F1 (bootstrap), and each
+        "stage - parent" difference paired on the same images (paired bootstrap + exact McNemar)."""
+        y, k, out = self.data.split.test.labels, self.data.num_classes, self.run.outcomes
+        preds = {s: np.asarray(o.extra["test_predictions"]) for s, o in out.items() if "test_predictions" in o.extra}
+        stages = {s: {"accuracy": accuracy_interval(y, p).to_dict(),
+                      "macro_f1": bootstrap_macro_f1(y, p, k, seed=self.recipe.seed).to_dict()} for s, p in preds.items()}
+        parents = [("distilled", "baseline"), ("distilled", "teacher"), ("pruned_magnitude", "distilled"),
+                   ("pruned_channel", "distilled"), ("int8", self.final_float)]
+        deltas = {f"{b} - {a}": {"accuracy": paired_bootstrap(y, preds[a], preds[b], metric="accuracy",
+                                                               seed=self.recipe.seed).to_dict(),
+                                 "macro_f1": paired_bootstrap(y, preds[a], preds[b], metric="macro_f1", num_classes=k,
+                                                              seed=self.recipe.seed).to_dict()}
+                  for b, a in parents if a in preds and b in preds}
+        return {"n_test": int(len(y)), "level": 0.95, "stages": stages, "deltas": deltas,
+                "methods": {"accuracy": "Wilson score interval", "macro_f1": "bootstrap over test images (2000, "
+                            "percentile)", "deltas": "paired bootstrap over the same test images; McNemar exact "
+                            "p-value; 'not significant' when the interval contains 0"}}
+
     def _sections(self) -> dict:
         r, out = self.recipe, self.run.outcomes
         b, dst = self.row("baseline"), self.row("distilled")
@@ -242,6 +301,8 @@ class ClassificationPlan(Plan):
                 "params_after": pc.params, "macs_before": dst.macs, "macs_after": pc.macs,
                 "flash_before": dst.flash_bytes, "flash_after": pc.flash_bytes,
                 "layers": out["pruned_channel"].extra.get("summary", {}).get("layers", [])}
+        sec["intervals"] = self._intervals()
+        sec["kd"]["gain_interval"] = sec["intervals"]["deltas"].get("distilled - baseline")
         ex = out["int8"].extra
         sec["int8"] = {k: ex[k] for k in ("source_stage", "float_accuracy", "int8_accuracy", "accuracy_drop_pp",
                                           "top1_agreement", "tflm", "fits")}

@@ -232,6 +232,33 @@ def _acc_cost(report: dict[str, Any], stage_name: str) -> str:
     )
 
 
+def _paired(delta: Any) -> str:
+    """"; 95% paired interval [-6.25, +1.25] pp, McNemar p = 0.29: not significant" for a stage - parent delta."""
+    if not isinstance(delta, dict) or not isinstance(delta.get("accuracy"), dict):
+        return ""
+    a = delta["accuracy"]
+    d, p = a.get("diff") or {}, a.get("p_value")
+    verdict = "significant" if a.get("significant") else "not significant"
+    return (f"; 95% paired interval [{fmt(d.get('low'), 'dpp')}, {fmt(d.get('high'), 'dpp')}] pp, "
+            f"McNemar p = {p:.2g}: {verdict}" if p is not None else "")
+
+
+def _interval_lines(iv: Any) -> list[str]:
+    """Every stage's accuracy with its 95% interval, and every stage - parent difference with its paired one."""
+    if not isinstance(iv, dict) or not iv.get("stages"):
+        return []
+    def pct(i: dict) -> str:
+        return f"{fmt(i.get('value'), 'pct')} [{fmt(i.get('low'), 'pct')}, {fmt(i.get('high'), 'pct')}]"
+    acc = ", ".join(f"{s} {pct(v['accuracy'])}" for s, v in iv["stages"].items())
+    lines = [f"Accuracy with 95% intervals ({iv.get('methods', {}).get('accuracy', 'Wilson')}, "
+             f"{iv.get('n_test')} test images): {acc}."]
+    for name, delta in (iv.get("deltas") or {}).items():
+        a = delta.get("accuracy") or {}
+        d = a.get("diff") or {}
+        lines.append(f"{name}: accuracy {fmt(d.get('value'), 'dpp')} pp" + _paired(delta) + ".")
+    return lines
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """Plain-text findings (KD gain, pruning costs, int8 drop, TFLM check, fits), whatever their sign.
 
@@ -247,7 +274,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             hp.append(f"alpha = {fmt(kd.get('alpha'), 'num')}")
         if kd.get("temperature") is not None:
             hp.append(f"T = {fmt(kd.get('temperature'), 'num')}")
-        lines.append(gain + (f" ({', '.join(hp)})" if hp else "") + ".")
+        lines.append(gain + (f" ({', '.join(hp)})" if hp else "") + _paired(kd.get("gain_interval")) + ".")
+    lines += _interval_lines(report.get("intervals"))
 
     mp = report.get("magnitude_pruning")
     if isinstance(mp, dict):

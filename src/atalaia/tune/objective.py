@@ -16,7 +16,7 @@ import numpy as np
 from atalaia.config import Recipe
 from atalaia.data.dataset import to_float
 from atalaia.ioutil import atomic_write_json
-from atalaia.pipeline.classification import ClosedSetData, load_closed_set, teacher_stage_key
+from atalaia.pipeline.classification import DLIB_HEAD, ClosedSetData, load_closed_set, teacher_stage_key
 from atalaia.pipeline.runfolder import RunFolder, save_keras, write_marker
 from atalaia.tune.report import _fmt_params
 from atalaia.tune.space import SearchSpace
@@ -56,6 +56,8 @@ def _teacher(recipe: Recipe, data: _Data, out_dir: Path, log: Callable[[str], No
     from atalaia.models import create_model
 
     key = _teacher_key(recipe, data.key)
+    if recipe.teacher.name == DLIB_HEAD:
+        return _dlib_head_table(recipe, data, out_dir, key, log)
     candidates = [("pipeline", RunFolder(out_dir)), ("tune cache", RunFolder(out_dir / "tune"))]
 
     def _try_load() -> tuple[Any, dict] | None:
@@ -83,6 +85,22 @@ def _teacher(recipe: Recipe, data: _Data, out_dir: Path, log: Callable[[str], No
         atomic_write_json(cache / "metrics.json", {"val_accuracy": val, "seconds": round(time.perf_counter() - t0, 1)})
         write_marker(cache, key)
         return m, {"source": "trained", "path": str(cache), "key": key, "val_accuracy": val}
+
+
+def _dlib_head_table(recipe: Recipe, data: _Data, out_dir: Path, key: str,
+                     log: Callable[[str], None]) -> tuple[np.ndarray, dict]:
+    """The dlib_head teacher's KD table (logits per training image): the run's, or fitted here (embeddings cached)."""
+    from atalaia.models.dlib_head import fit_dlib_head, load_originals
+
+    run = RunFolder(out_dir)
+    if run.problem("teacher", key) is None:
+        with np.load(run.path("teacher", "train_logits.npz")) as z:
+            return z["logits"], {"source": "pipeline", "path": str(run.stage_dir("teacher")), "key": key}
+    log("[tune] fitting the dlib_head teacher once (dlib embeddings cached)")
+    cache = out_dir / "tune" / "dlib_head_embeddings.npz"
+    images = load_originals(data.split.train.paths)
+    head = fit_dlib_head(images, data.split.train.labels, num_classes=data.num_classes, cache=cache)
+    return head.logits(images, cache=cache), {"source": "fitted", "key": key}
 
 
 # ---------------------------------------------------------------------------------------------- objective
@@ -160,6 +178,9 @@ def _make_objective(recipe: Recipe, space: SearchSpace, data: _Data, teacher: An
 
     S = optuna.trial.TrialState
 
+    # a Keras teacher, or the dlib_head teacher's fixed logit table (one row per training image)
+    kd = {"teacher_logits": teacher} if isinstance(teacher, np.ndarray) else {"teacher": teacher}
+
     def objective(trial: optuna.Trial):
         # budget claim: trials numbered before this one that are finished or still running hold a slot
         trial.set_user_attr("worker", _worker_label())
@@ -190,7 +211,7 @@ def _make_objective(recipe: Recipe, space: SearchSpace, data: _Data, teacher: An
                 raise optuna.TrialPruned(f"pruned at step {s} (val accuracy {val_acc:.3f})")
 
         t0 = time.perf_counter()
-        h = train_fn(student, data.split, recipe.train, augment=recipe.data.augment, teacher=teacher,
+        h = train_fn(student, data.split, recipe.train, augment=recipe.data.augment, **kd,
                      alpha=alpha, temperature=temperature, epochs=epochs, learning_rate=lr,
                      seed=recipe.seed, on_epoch=on_epoch)
         val = float(max(h.val_accuracy))
@@ -200,7 +221,7 @@ def _make_objective(recipe: Recipe, space: SearchSpace, data: _Data, teacher: An
 
             student, summary = channel_prune(student, ratio, recipe.prune.channel.criterion)
             ft_epochs = max(1, min(recipe.prune.channel.epochs, epochs))
-            h2 = train_fn(student, data.split, recipe.train, augment=recipe.data.augment, teacher=teacher,
+            h2 = train_fn(student, data.split, recipe.train, augment=recipe.data.augment, **kd,
                           alpha=alpha, temperature=temperature, epochs=ft_epochs, learning_rate=lr,
                           seed=recipe.seed + 4, on_epoch=on_epoch)
             val = float(max(h2.val_accuracy))
