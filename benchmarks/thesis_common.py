@@ -36,8 +36,10 @@ def default_chips() -> Path:
     return REPO.parent / "shared" / "datasets" / "celeba_subset_299ids"
 
 
-def train_config(epochs: int) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=32, learning_rate=0.005)
+def train_config(epochs: int, learning_rate: float = 0.005) -> TrainConfig:
+    """The default recipe's settings (lr 0.005). On the 100-class CelebA task `rafael_base` collapses at 0.005
+    (README, thesis building blocks): pass `--lr` to the table scripts to change it."""
+    return TrainConfig(epochs=epochs, batch_size=32, learning_rate=learning_rate)
 
 
 def load_task(chips: str | Path, image_size: int) -> ChipTask:
