@@ -9,13 +9,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from atalaia.config import AugmentConfig, TrainConfig  # noqa: E402
 from atalaia.data.chip_task import ChipTask, ChipTaskConfig, load_chip_task  # noqa: E402
-from atalaia.data.dataset import Split, split_dataset, to_float  # noqa: E402
+from atalaia.data.dataset import Split, split_dataset, stratified_split, to_float  # noqa: E402
+from atalaia.deploy.tflite import TFLiteRunner  # noqa: E402
 from atalaia.evaluate.intervals import accuracy_interval, bootstrap_macro_f1  # noqa: E402
+from atalaia.face.data import representative_inputs  # noqa: E402
 from atalaia.models.dlib_head import DlibHead, DlibHeadConfig, embed_images, train_head  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,8 +36,10 @@ def default_chips() -> Path:
     return REPO.parent / "shared" / "datasets" / "celeba_subset_299ids"
 
 
-def train_config(epochs: int) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=32, learning_rate=0.005)
+def train_config(epochs: int, learning_rate: float = 0.005) -> TrainConfig:
+    """The default recipe's settings (lr 0.005). On the 100-class CelebA task `rafael_base` collapses at 0.005
+    (README, thesis building blocks): pass `--lr` to the table scripts to change it."""
+    return TrainConfig(epochs=epochs, batch_size=32, learning_rate=learning_rate)
 
 
 def load_task(chips: str | Path, image_size: int) -> ChipTask:
@@ -43,8 +48,6 @@ def load_task(chips: str | Path, image_size: int) -> ChipTask:
 
 def split_for(task: ChipTask, seed: int) -> tuple[Split, dict[str, np.ndarray]]:
     """Stratified split of the task with `seed`, and the split's dlib embeddings (same order)."""
-    from atalaia.data.dataset import stratified_split
-
     idx = dict(zip(("train", "val", "test"), stratified_split(task.dataset.labels, SPLIT, seed), strict=True))
     sp = split_dataset(task.dataset, SPLIT, seed)
     return sp, {k: task.teacher_embeddings[v] for k, v in idx.items()} | {"_idx_" + k: v for k, v in idx.items()}
@@ -59,8 +62,6 @@ def teacher_for(task: ChipTask, split: Split, emb: dict[str, np.ndarray], seed: 
     full = task.teacher_embeddings.copy()
     missing = ~np.isfinite(full).all(axis=1)
     if missing.any():
-        from PIL import Image
-
         imgs = [np.asarray(Image.open(task.dataset.paths[i]).convert("RGB")) for i in np.flatnonzero(missing)]
         full[missing], _ = embed_images(imgs, cfg, cache=cache)
     e = {k: full[emb["_idx_" + k]] for k in ("train", "val", "test")}
@@ -87,15 +88,11 @@ def keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
 
 
 def tflite_predict(blob: bytes, images_uint8: np.ndarray) -> np.ndarray:
-    from atalaia.deploy.tflite import TFLiteRunner
-
     return np.argmax(TFLiteRunner(blob).predict(to_float(images_uint8)), axis=1)
 
 
 def representative(split: Split, n: int = 128, seed: int = 0) -> np.ndarray:
     """PTQ calibration: n training images plus an all-black and an all-white one (full pixel range)."""
-    from atalaia.face.data import representative_inputs
-
     return representative_inputs(split.train.images, n, seed)
 
 

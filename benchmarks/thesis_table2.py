@@ -48,7 +48,7 @@ def run_seed(seed: int, task, args) -> dict:
     k = task.dataset.num_classes
     y = split.test.labels
     shape = (args.image_size, args.image_size, 1)
-    cfg = tc.train_config(args.epochs)
+    cfg = tc.train_config(args.epochs, args.lr)
     out: dict[str, dict] = {}
     preds: dict[str, np.ndarray] = {}
 
@@ -111,6 +111,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--prune-epochs", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=0.005, help="learning rate (AdamW, cosine decay)")
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--channel-ratio", type=float, default=0.5)
     ap.add_argument("--image-size", type=int, default=40)
@@ -126,7 +127,8 @@ def main() -> int:
     task = tc.load_task(args.chips, args.image_size)
     seeds = [42 + i for i in range(args.seeds)]
     per_seed = {seed: run_seed(seed, task, args) for seed in seeds}
-    result = {"quick": bool(args.quick), "seeds": seeds, "epochs": args.epochs, "prune_epochs": args.prune_epochs,
+    result = {"quick": bool(args.quick), "seeds": seeds, "epochs": args.epochs, "learning_rate": args.lr,
+              "prune_epochs": args.prune_epochs,
               "sparsity_target": args.sparsity, "channel_ratio": args.channel_ratio,
               "task": task.summary() | {"source": str(args.chips)}, "split": list(tc.SPLIT),
               "per_seed": per_seed, "wall_seconds": round(time.perf_counter() - t_start, 1),

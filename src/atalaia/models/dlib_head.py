@@ -32,6 +32,7 @@ each view up to small noise — and it costs one dlib pass per image instead of 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from atalaia.data.align import align_face
 from atalaia.errors import DataError
 from atalaia.ioutil import atomic_write_bytes
 from atalaia.models.dlib_teacher import (
@@ -116,8 +118,6 @@ def dlib_input(img: np.ndarray, cfg: DlibHeadConfig) -> tuple[np.ndarray, str]:
     """One image -> (150x150 RGB chip dlib embeds, how it was made: 'hog' | 'mmod' | 'center')."""
     if cfg.align == "center":
         return center_chip(img, cfg.center_scale), "center"
-    from atalaia.data.align import align_face
-
     a = _rgb(img)
     if cfg.upscale > 1:
         h, w = a.shape[:2]
@@ -218,8 +218,6 @@ class DlibHead:
 
     def save(self, path: str | Path) -> Path:
         """One `.npz` (weights, standardisation, config as JSON), written atomically."""
-        import json
-
         buf = io.BytesIO()
         np.savez(buf, weight=self.weight, bias=self.bias, mean=self.mean, scale=self.scale,
                  config=np.array(json.dumps(self.cfg.to_dict())))
@@ -227,8 +225,6 @@ class DlibHead:
 
     @classmethod
     def load(cls, path: str | Path) -> DlibHead:
-        import json
-
         try:
             with np.load(path, allow_pickle=False) as z:
                 cfg = DlibHeadConfig(**json.loads(str(z["config"])))
