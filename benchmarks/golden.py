@@ -9,6 +9,7 @@ Two kinds of facts:
   finished run's report.json with golden.json.
 
     python benchmarks/golden.py --write                  # regenerate golden.json (architecture + a cold default run)
+    python benchmarks/golden.py --write --from-run runs/bench-default   # ... from a cold run made already
     python benchmarks/golden.py --check runs/default     # compare a finished default run with golden.json
 """
 
@@ -63,14 +64,15 @@ def architecture_facts() -> dict[str, dict[str, int]]:
     r = load_recipe(None)
     shape = (*r.data.image_size, r.data.channels)
     n_classes = 40  # the bundled ORL identities
-    teacher = create_model(r.teacher.name, num_classes=n_classes, input_shape=shape, width=r.teacher.width)
+    # the selectable trained-here teacher at the width the recipe used before `dlib_head` became its teacher
+    teacher = create_model("teacher_resnet", num_classes=n_classes, input_shape=shape, width=0.5)
     student = create_model(r.student.name, num_classes=n_classes, input_shape=shape, width=r.student.width)
     pruned, _ = channel_prune(student, r.prune.channel.ratio, r.prune.channel.criterion)
     f = load_recipe(PACKAGE_DIR / "recipes" / "lfw.yaml")
     size = f.data.image_size[0]
     face = build_student(size, width=f.student.width, embedding_dim=f.face.embedding_dim, name=f.student.name,
                          head=f.face.student_head)
-    return {"default/teacher": row(teacher), "default/student": row(student), "default/pruned_channel": row(pruned),
+    return {"default/teacher_resnet": row(teacher), "default/student": row(student), "default/pruned_channel": row(pruned),
             "default/int8": row(pruned, int8=True, shape=shape), "lfw/student": row(face),
             "lfw/int8": row(face, int8=True, shape=(size, size, 1))}
 
@@ -103,6 +105,8 @@ def main() -> int:
     g.add_argument("--write", action="store_true", help="regenerate golden.json (runs the default recipe cold)")
     g.add_argument("--check", metavar="RUN_DIR", help="compare a finished default run with golden.json")
     ap.add_argument("--out", default=str(REPO / "runs" / "golden-default"))
+    ap.add_argument("--from-run", metavar="RUN_DIR", help="with --write: take the default run's rows from this "
+                    "finished cold run (e.g. the one benchmarks/pipeline.py just made) instead of running again")
     args = ap.parse_args()
 
     from atalaia.ioutil import atomic_write_json, import_tensorflow_quietly
@@ -115,9 +119,12 @@ def main() -> int:
         return 1 if bad else 0
     import atalaia
 
-    if Path(args.out).exists():
-        shutil.rmtree(args.out)
-    report = atalaia.run(None, args.out).to_dict()
+    if args.from_run:
+        report = json.loads((Path(args.from_run) / "report.json").read_text())
+    else:
+        if Path(args.out).exists():
+            shutil.rmtree(args.out)
+        report = atalaia.run(None, args.out).to_dict()
     atomic_write_json(GOLDEN, {
         "command": "python benchmarks/golden.py --write",
         "tolerance": {"accuracy": ACCURACY_TOLERANCE, "float_flash_bytes": FLOAT_FLASH_TOLERANCE,

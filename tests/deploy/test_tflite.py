@@ -74,13 +74,13 @@ def test_op_names_without_interpreter(calibration_blob):
 
 
 def test_strip_strings_shrinks_keeps_outputs_and_aligns_weights(tiny_model, tiny_images, tiny_int8_blob):
-    from atalaia.deploy.tflite import BUFFER_ALIGNMENT, _root, buffer_data_offsets, strip_strings
+    from atalaia.deploy.tflite import BUFFER_ALIGNMENT, model_root, buffer_data_offsets, strip_strings
     from atalaia.deploy.tflm import check_tflm
 
     named = convert_int8(tiny_model, tiny_images, strip=False)
     assert len(tiny_int8_blob) < len(named)  # stripped by default
     assert strip_strings(named) == tiny_int8_blob  # deterministic: same bytes as the default conversion
-    root = _root(tiny_int8_blob)
+    root = model_root(tiny_int8_blob)
     g = root.Subgraphs(0)
     assert all(not g.Tensors(i).Name() for i in range(g.TensorsLength())) and root.SignatureDefsLength() == 0
     offsets = buffer_data_offsets(tiny_int8_blob)

@@ -18,6 +18,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -62,12 +63,14 @@ def _unreadable(path: Path, e: BaseException) -> DataError:
 
 
 @contextlib.contextmanager
-def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+def open_image(path: str | Path | BinaryIO, max_pixels: int | None = None) -> Iterator[Image.Image]:
     """Open lazily (header only) and refuse a file whose declared size or mode we will not decode.
+
+    `path` may also be an open binary file (an upload held in memory): it is named "the upload" in messages.
 
     Pillow warnings raised inside the block are re-issued as `ImageWarning` naming the file; Pillow's own
     decompression-bomb warning is dropped because our limit has already decided (a user may raise it)."""
-    path = Path(path)
+    path = path if hasattr(path, "read") else Path(path)
     limit = _LIMIT.get() if max_pixels is None else int(max_pixels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -157,7 +160,7 @@ def to_8bit(im: Image.Image, path: str | Path) -> Image.Image:
     return im
 
 
-def read_8bit(path: str | Path, mode: str, max_pixels: int | None = None) -> Image.Image:
+def read_8bit(path: str | Path | BinaryIO, mode: str, max_pixels: int | None = None) -> Image.Image:
     """Decode one file into a loaded 8-bit Pillow image of `mode` ('L' or 'RGB'); DataError naming the file."""
     with open_image(path, max_pixels) as im:
         try:
@@ -166,7 +169,7 @@ def read_8bit(path: str | Path, mode: str, max_pixels: int | None = None) -> Ima
         except DataError:
             raise
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            raise _unreadable(Path(path), e) from None
+            raise _unreadable(path, e) from None
 
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "ImageWarning", "SUPPORTED_MODES", "check_header", "open_image",

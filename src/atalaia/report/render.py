@@ -935,7 +935,9 @@ def print_summary(report: Report | dict[str, Any], console: Any = None, *, width
     headers, rows = stage_table(report)
     cols = [Col(h, priority=_PRIORITY.get(h.split(" (")[0], 1), justify="left" if h in ("stage", "model", "dtype")
                 else "right") for h in headers]
-    print_table(console, f"AtalaIA — {report.get('recipe_name', '?')}", cols, rows, width=width, wide=wide)
+    # laid out for the console's own width (the terminal's; the CLI gives logs and pipes 180 columns)
+    print_table(console, f"AtalaIA — {report.get('recipe_name', '?')}", cols, rows,
+                width=console.width if width is None else width, wide=wide)
     for line in summary_lines(report):
         console.print(f"• {line}", markup=False, highlight=False)
     console.print(

@@ -125,12 +125,10 @@ def print_table(console: Console, title: str | None, cols: Sequence[Col], rows: 
     hidden columns. With `wide`, every column at its natural width. Returns the hidden titles."""
     width = terminal_width() if width is None else width
     table, hidden, need = build_table(title, cols, rows, width=width, wide=wide)
-    out = Console(file=console.file, width=1000 if wide else width, force_terminal=console.is_terminal,
-                  no_color=console.no_color, highlight=False)
-    out.print(table)
+    console.print(table, width=need if wide else width)  # through the caller's console (recording, files)
     if hidden:
-        out.print(f"(not shown at {width} columns: {', '.join(hidden)}; --wide shows every column)",
-                  style="dim", highlight=False)
+        console.print(f"(not shown at {width} columns: {', '.join(hidden)}; --wide shows every column)",
+                      style="dim", highlight=False, width=width)
     return hidden
 
 
