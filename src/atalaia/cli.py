@@ -122,44 +122,63 @@ def targets() -> None:
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN/export).")] = None,
-    target: Annotated[str, typer.Option(help="ESP-IDF target of the firmware project.")] = "esp32s3",
+    target: Annotated[str, typer.Option(
+        help="ESP-IDF chip (esp32s3, esp32, ...) or bare-metal core (cortex-m4, cortex-m7, cortex-m55).")] = "esp32s3",
     name: Annotated[str, typer.Option(help="C symbol name of the model array.")] = "g_model",
+    tflm_root: Annotated[Path | None, typer.Option(
+        "--tflm-root", help="TFLM tree (create_tflm_tree.py layout) a Cortex-M project compiles "
+        "(default: $ATALAIA_TFLM_ROOT).")] = None,
 ) -> None:
-    """Write the int8 model as a C array and an ESP-IDF firmware project with an on-device self-test."""
-    import json
+    """Write the int8 model as a C array and a firmware project (ESP-IDF or bare-metal Cortex-M) that runs
+    8 self-test inputs against the host's outputs."""
+    from atalaia.deploy.mcu import export_run
 
-    import numpy as np
-
-    from atalaia.deploy.carray import write_c_array
-    from atalaia.deploy.firmware import write_esp_idf_project
-    from atalaia.deploy.targets import get_target
-    from atalaia.deploy.tflite import op_names
-
-    get_target(target)
-    # closed-set runs have an `int8` stage; face-verification runs `int8_litert` (+ face_model.json)
-    stage = next((run_dir / s for s in ("int8", "int8_litert") if (run_dir / s / "DONE.json").is_file()),
-                 run_dir / "int8")
-    blob_path = stage / "model.tflite"
-    if not (stage / "DONE.json").is_file() or not blob_path.is_file():
-        raise AtalaiaError(f"no finished int8 stage in '{run_dir}' (expected {stage}); run `atalaia run` first")
-    if not (stage / "self_test.npz").is_file():
-        raise AtalaiaError(f"{stage} has no self_test.npz (made by an older AtalaIA): re-run the stage with "
-                           "`atalaia run --force` or delete its DONE.json")
-    blob = blob_path.read_bytes()
     out_dir = out or run_dir / "export"
-    paths = list(write_c_array(blob, out_dir, name))
-    metrics = json.loads((stage / "metrics.json").read_text())
-    test = np.load(stage / "self_test.npz")
-    face_facts = None
-    if (stage / "face_model.json").is_file():
-        from atalaia.deploy.carray import write_face_header
+    paths = export_run(run_dir, out_dir, target=target, tflm_root=tflm_root, name=name)
+    console.print(f"wrote {len(paths)} files under {out_dir} (C array + firmware project for {target})")
 
-        face_facts = json.loads((stage / "face_model.json").read_text())
-        paths.append(write_face_header(face_facts, out_dir))
-    paths += write_esp_idf_project(
-        blob, out_dir / f"esp-idf-{target}", ops=op_names(blob), arena_bytes=metrics["result"]["arena_bytes"],
-        sample_input_q=test["input_q"], expected_output_q=test["output_q"], target=target, face_facts=face_facts)
-    console.print(f"wrote {len(paths)} files under {out_dir} (C array + ESP-IDF project for {target})")
+
+@app.command()
+def firmware(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    target: Annotated[str, typer.Option(help="cortex-m4 | cortex-m7 | cortex-m55.")] = "cortex-m4",
+    emulate: Annotated[bool, typer.Option("--emulate", help="Run it in qemu-system-arm and count instructions.")
+                       ] = False,
+    tflm_root: Annotated[Path | None, typer.Option(
+        "--tflm-root", help="TFLM tree to compile (default: $ATALAIA_TFLM_ROOT).")] = None,
+    part: Annotated[str | None, typer.Option(
+        "--part", help="Link for a real part (stm32f446re, nrf52840, stm32h743zi, ...); fails if it does not fit.")
+                    ] = None,
+    kernels: Annotated[str, typer.Option(help="cmsis_nn | reference.")] = "cmsis_nn",
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Compiled-TFLM cache (default: ~/.cache/atalaia/tflm).")] = None,
+) -> None:
+    """Build the int8 model's bare-metal firmware (arm-none-eabi-gcc, only the kernels it uses), optionally run
+    it in QEMU; writes RUN/firmware/<target>/firmware.json (linked sizes, bit-exact, instructions, est. ms)."""
+    from atalaia.deploy.mcu import firmware_for_run
+    from atalaia.deploy.targets import get_part
+
+    p = get_part(part) if part else None
+    rec, path = firmware_for_run(run_dir, target=target, tflm_root=tflm_root, emulate=emulate, part=p,
+                                 kernels=kernels, cache_dir=cache)
+    s = rec["sizes"]
+    console.print(f"{target} firmware: flash {s['flash_bytes']:,} B (linked; "
+                  f"{s.get('flash_without_self_test_bytes', 0):,} B without the self-test data), "
+                  f"RAM {s['ram_bytes']:,} B (arena {rec['arena']['linked_bytes']:,} B)"
+                  + (f", fits {p.name}" if p else ""))
+    if rec["emulated"]:
+        st, lat = rec["self_test"], rec["latency_est"]
+        est = (f"est. {lat['from_instructions_ms']:.1f} ms from instructions @ {lat['clock_mhz']} MHz"
+               if lat.get("from_instructions_ms") is not None else "no instruction-based estimate for this core")
+        mac = f", est. {lat['from_macs_ms']:.1f} ms from MACs" if lat.get("from_macs_ms") is not None else ""
+        console.print(f"emulated on QEMU {rec['qemu']['machine']}: bit-exact "
+                      f"{'yes' if st['bit_exact'] else 'NO'} ({st['bit_exact_samples']}/{st['n']} inputs, "
+                      f"max diff {st['max_diff_steps']} steps), {rec['instructions']['per_invoke']:,} instructions "
+                      f"per Invoke; {est}{mac}")
+        if "face" in rec:
+            console.print(f"face access control on the emulated MCU: {rec['face']['probes']} decisions, "
+                          f"equal to the host's: {'yes' if rec['face']['decisions_equal_host'] else 'NO'}")
+    console.print(f"wrote {path}")
 
 
 @app.command()
