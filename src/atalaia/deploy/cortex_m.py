@@ -56,6 +56,9 @@ CPUS: dict[str, CortexM] = {
         CortexM("cortex-m7", "-mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard", "ARMCM7", "mps2-an500",
                 "mps2_an386.ld"),
         CortexM("cortex-m55", "-mcpu=cortex-m55 -mfloat-abi=hard", "ARMCM55", "mps3-an547", "mps3_an547.ld"),
+        # ARMv6-M code runs unchanged on QEMU's Cortex-M3 board (ARMv7-M is a superset), so the count is exact
+        CortexM("cortex-m0plus", "-mcpu=cortex-m0plus -mfloat-abi=soft", "ARMCM4", "mps2-an385",
+                "mps2_an386.ld"),
     )
 }
 

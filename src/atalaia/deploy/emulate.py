@@ -143,7 +143,7 @@ def _tail(text: str, n: int = 25) -> str:
 
 
 # --------------------------------------------------------------------------------------------- sizes
-_FLASH_SECTIONS = (".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".init_array", ".data")
+_FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".init_array", ".data")
 _RAM_SECTIONS = (".data", ".bss", ".heap", ".stack")
 _LIBC = re.compile(r"/lib(c|g|m|c_nano|g_nano|stdc\+\+|stdc\+\+_nano|supc\+\+|supc\+\+_nano|gcc|rdimon|"
                    r"rdimon_nano|nosys)\.a\(|crt\w*\.o")
