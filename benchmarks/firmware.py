@@ -40,6 +40,28 @@ def _calibration_input(blob: bytes):
     return np.random.default_rng(0).integers(-128, 128, size=tuple(d["shape"])).astype(np.int8)
 
 
+def _face_arch(size: int = 64, width: float = 1.5, dim: int = 128):
+    """The lfw.yaml face student's architecture (64x64 grey, ds_cnn width 1.5, GAP head, 128-d) as int8 with
+    UNTRAINED weights, and a face_model.json with placeholder thresholds: sizes and instruction counts do not
+    depend on the weights, accuracy and the decisions' meaning do (the decisions are still compared with the
+    host's)."""
+    import numpy as np
+
+    from atalaia.deploy.tflite import TFLiteRunner, convert_int8
+    from atalaia.face.train import build_student
+
+    m = build_student(size, width=width, embedding_dim=dim, head="gap")
+    rep = np.random.default_rng(0).uniform(0, 1, (32, size, size, 1)).astype(np.float32)
+    blob = convert_int8(m, rep)
+    r = TFLiteRunner(blob)
+    facts = {"chip": "untrained architecture", "grey": True, "crop": 0.7, "input_size": size, "embedding_dim": dim,
+             "input_scale": r.input_scale, "input_zero_point": r.input_zero_point, "output_scale": r.output_scale,
+             "output_zero_point": r.output_zero_point, "mirror_tta": True, "threshold_lfw_accuracy": 0.5,
+             "threshold_far_1e-3": 0.9, "threshold_far_1e-2": 0.7,
+             "impostor_tail": {"pairs": 10**6, "thresholds": {"0.01": 0.6, "0.001": 0.8, "0.0001": 0.95}}}
+    return blob, r.quantize_input(rep[:1]), facts
+
+
 def _row(name: str, kind: str, rec: dict) -> dict:
     s, lat = rec["sizes"], rec["latency_est"]
     return {
@@ -101,6 +123,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", default=[], help="run folder(s) with a finished int8 stage")
     ap.add_argument("--face-run", default=None, help="a face run (label: weights from a short training)")
+    ap.add_argument("--face-arch", action="store_true", help="add the lfw.yaml student architecture (untrained)")
     ap.add_argument("--targets", default="cortex-m4")
     ap.add_argument("--tflm-root", default=str(SHARED / "vendor" / "tflm"))
     ap.add_argument("--cache", default=None)
@@ -123,6 +146,9 @@ def main() -> int:
         jobs.append((name, "calibration model (published)", ("blob", SHARED / "calibration" / f)))
     for r in args.run:
         jobs.append((f"default-run int8 ({Path(r).name})", "atalaia run (default recipe)", ("run", Path(r))))
+    if args.face_arch:
+        jobs.append(("face student architecture (lfw.yaml, untrained weights)",
+                     "64x64 grey ds_cnn width 1.5, 128-d, mirror TTA; sizes/instructions only", ("arch", None)))
     if args.face_run:
         jobs.append(("face student int8 (short training: sizes/instructions only)",
                      "face run, 1 epoch (weights do not change sizes or instruction counts)",
@@ -139,6 +165,12 @@ def main() -> int:
             try:
                 if how == "run":
                     rec, _ = firmware_for_run(path, target=target, tflm_root=args.tflm_root, cache_dir=args.cache)
+                elif how == "arch":
+                    blob, x1, facts = _face_arch()
+                    with tempfile.TemporaryDirectory() as tmp:
+                        rec = firmware_for_model(blob, stored_input_q=x1, arena_bytes=check_tflm(blob).arena_bytes,
+                                                 target=target, tflm_root=args.tflm_root, work_dir=Path(tmp) / "p",
+                                                 cache_dir=args.cache, face_facts=facts)
                 else:
                     blob = path.read_bytes()
                     with tempfile.TemporaryDirectory() as tmp:
