@@ -128,6 +128,7 @@ def main() -> int:
     ap.add_argument("--tflm-root", default=str(SHARED / "vendor" / "tflm"))
     ap.add_argument("--cache", default=None)
     ap.add_argument("--only", default=None, help="comma-separated model names to (re)run; others kept from --result")
+    ap.add_argument("--merge", action="append", default=[], help="keep the rows of this earlier result file")
     ap.add_argument("--result", default=str(REPO / "benchmarks" / "results" / "firmware.json"))
     args = ap.parse_args()
 
@@ -138,8 +139,9 @@ def main() -> int:
     from atalaia.ioutil import atomic_write_json, atomic_write_text
 
     old = {}
-    if args.only and Path(args.result).is_file():
-        old = {(r["model"], r["target"]): r for r in json.loads(Path(args.result).read_text())["rows"]}
+    for f in ([args.result] if args.only else []) + args.merge:
+        if Path(f).is_file():
+            old.update({(r["model"], r["target"]): r for r in json.loads(Path(f).read_text())["rows"]})
     only = set(args.only.split(",")) if args.only else None
     jobs = []
     for name, f in CALIBRATION.items():
@@ -157,10 +159,11 @@ def main() -> int:
     t_all = time.perf_counter()
     for target in args.targets.split(","):
         for name, kind, (how, path) in jobs:
-            if only is not None and name.split(" ")[0] not in only and name not in only:
+            if only is not None and not any(o in name for o in only):
                 if (name, target) in old:
-                    rows.append(old[(name, target)])
+                    rows.append(old.pop((name, target)))
                 continue
+            old.pop((name, target), None)
             print(f"[{target}] {name} ...", flush=True)
             try:
                 if how == "run":
@@ -184,6 +187,7 @@ def main() -> int:
             print(json.dumps({k: row.get(k) for k in ("flash_linked_bytes", "ram_linked_bytes",
                                                       "instructions_per_invoke", "bit_exact", "error")}), flush=True)
             rows.append(row)
+    rows += list(old.values())  # merged rows of targets/models not run now
     cal = instruction_calibration()
     res = {
         "what": "bare-metal firmware per model x target: sizes as linked (arm-none-eabi-gcc 12.2, -O2, newlib-nano, "

@@ -116,6 +116,31 @@ def targets() -> None:
     console.print("A fit with as many parameters as anchors is exact on them by construction: the leave-one-out "
                   "error is the honest one. Targets with a single anchor use a single MACs rate; their estimates "
                   "for other model shapes are extrapolations.")
+    _print_cortex_m_calibration()
+
+
+def _print_cortex_m_calibration() -> None:
+    """Parts `atalaia firmware --part` links for, and the instruction-count estimate's anchors."""
+    from rich.table import Table
+
+    from atalaia.deploy.targets import PARTS, instruction_calibration
+
+    p = Table(title="Cortex-M parts (atalaia firmware --part)")
+    for col in ("part", "core", "clock MHz", "flash KB", "SRAM KB", "note"):
+        p.add_column(col)
+    for part in PARTS.values():
+        p.add_row(part.name, part.cpu, str(part.clock_mhz), f"{part.flash_bytes / 1024:.0f}",
+                  f"{part.sram_bytes / 1024:.0f}", part.note)
+    console.print(p)
+    c = Table(title="est. ms from instructions (emulated counts x fitted CPI) vs published timings")
+    for col in ("target", "model", "instructions", "published ms", "CPI implied", "est. ms", "leave-one-out error",
+                "MAC-rate leave-one-out error"):
+        c.add_column(col)
+    for r in instruction_calibration():
+        c.add_row(r["target"], r["model"], f"{r['instructions']:,}", f"{r['published_ms']:.1f}",
+                  f"{r['cpi_implied']:.3f}", f"{r['estimate_ms']:.1f}", f"{100 * r['loo_rel_error']:+.1f}%",
+                  f"{100 * r['mac_rate_loo_rel_error']:+.1f}%")
+    console.print(c)
 
 
 @app.command()
