@@ -123,3 +123,32 @@ def test_parts_and_instruction_estimate():
     for c in cal:  # out of sample, the instruction model beats the MAC-rate model on both anchors
         assert abs(c["loo_rel_error"]) < abs(c["mac_rate_loo_rel_error"])
         assert c["clock_mhz"] == TARGETS["cortex-m4"].clock_mhz
+
+
+def test_export_is_atomic_and_keeps_other_targets(tmp_path, tflm_root, tiny_int8_blob, monkeypatch):
+    import json
+
+    from atalaia.deploy import mcu
+
+    st = tmp_path / "run" / "int8"
+    st.mkdir(parents=True)
+    (st / "model.tflite").write_bytes(tiny_int8_blob)
+    np.savez(st / "self_test.npz", input_q=np.zeros((1, 16, 16, 1), np.int8), output_q=np.zeros((1, 3), np.int8))
+    (st / "metrics.json").write_text(json.dumps({"result": {"arena_bytes": 2000}}))
+    (st / "DONE.json").write_text("{}")
+    out = tmp_path / "exp"
+    mcu.export_run(tmp_path / "run", out, target="cortex-m4", tflm_root=tflm_root)
+    mcu.export_run(tmp_path / "run", out, target="esp32s3")
+    assert (out / "cortex-m-m4" / "Makefile").is_file() and (out / "esp-idf-esp32s3" / "main" / "main.cc").is_file()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def boom(*a, **k):
+        raise RuntimeError("killed half-way")
+
+    monkeypatch.setattr(mcu, "write_cortex_m_project", boom)
+    with pytest.raises(RuntimeError):
+        mcu.export_run(tmp_path / "run", out, target="cortex-m7", tflm_root=tflm_root)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the old export is untouched
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+    with pytest.raises(AtalaiaError, match="valid targets"):
+        mcu.export_run(tmp_path / "run", out, target="esp99")
