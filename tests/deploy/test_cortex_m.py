@@ -152,3 +152,18 @@ def test_export_is_atomic_and_keeps_other_targets(tmp_path, tflm_root, tiny_int8
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
     with pytest.raises(AtalaiaError, match="valid targets"):
         mcu.export_run(tmp_path / "run", out, target="esp99")
+
+
+def test_firmware_cli_user_errors(tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "atalaia.cli", *args], capture_output=True, text=True)
+
+    p = cli("firmware", str(tmp_path), "--part", "stm32f999")
+    assert p.returncode == 2 and "valid parts" in p.stderr and "Traceback" not in p.stderr
+    p = cli("firmware", str(tmp_path), "--target", "cortex-m4")
+    assert p.returncode == 2 and "no finished int8 stage" in p.stderr
+    p = cli("export", str(tmp_path), "--target", "cortex-m4", "--tflm-root", str(tmp_path))
+    assert p.returncode == 2 and "not a TFLM tree" in p.stderr
