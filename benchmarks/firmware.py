@@ -104,12 +104,19 @@ def _md(rows: list[dict], cal: list[dict]) -> str:
             out.append(f"| {r['model']} | {r['target']} | error: {r['error'][:80]} |||||||| |")
             continue
         be = "—" if r["bit_exact"] is None else ("yes" if r["bit_exact"] else "NO")
+        mac_note = " ¹" if r["target"] == "cortex-m7" and r["est_ms_from_macs"] is not None else ""
         out.append(f"| {r['model']} | {r['target']} | {n(r['flash_linked_bytes'])} | "
                    f"{n(r['flash_without_self_test_bytes'])} | {n(r['ram_linked_bytes'])} | "
                    f"{n(r['arena_linked_bytes'])} | {n(r['instructions_per_invoke'])} | "
-                   f"{n(r['est_ms_from_instructions'], '{:.1f}')} | {n(r['est_ms_from_macs'], '{:.1f}')} | {be} "
+                   f"{n(r['est_ms_from_instructions'], '{:.1f}')} | {n(r['est_ms_from_macs'], '{:.1f}')}{mac_note} | {be} "
                    f"({r['bit_exact_samples']}/8) |")
-    out += ["", "Leave-one-out error on the published Cortex-M4 anchors (STM32L4R5 @120 MHz, MLPerf Tiny v0.5 "
+    out += ["", "Flash and RAM are as linked (`arm-none-eabi-size`), with 8 embedded self-test inputs; the column "
+            "without them is the product's flash. RAM = .data + .bss (arena included) + 8 KB heap + 16 KB stack. "
+            "Instructions: counted in QEMU 7.2 between markers around Invoke() (emulated, median of 8). "
+            "est. ms from instructions: x CPI fitted on the Cortex-M4 anchors below, at 120 MHz; cortex-m7/m55 have "
+            "no TFLM anchor, so no estimate. ¹ the cortex-m7 MAC-rate profile is calibrated on ST X-CUBE-AI "
+            "timings (not TFLM) at 280 MHz: not comparable with a TFLM firmware.",
+            "", "Leave-one-out error on the published Cortex-M4 anchors (STM32L4R5 @120 MHz, MLPerf Tiny v0.5 "
             "reference TFLM):", "",
             "| anchor | instructions | published ms | CPI implied | est. ms (CPI fit) | LOO error, instructions | "
             "LOO error, MAC rate |", "|---|---|---|---|---|---|---|"]
