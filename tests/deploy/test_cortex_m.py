@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from atalaia.deploy.cortex_m import CORE_SOURCES, resolve_sources, validate_tflm_root, write_cortex_m_project
-from atalaia.deploy.emulate import _map_split, parse_firmware_output
+from atalaia.deploy.emulate import map_split, parse_firmware_output
 from atalaia.deploy.selftest import derive_inputs
 from atalaia.deploy.targets import (
     CALIBRATION,
@@ -86,7 +86,7 @@ def test_map_split_attributes_sections(tmp_path):
         " .rodata._ZL19atalaia_test_inputs\n                0x00001800      0x100 build/app/atalaia_core_1.o\n"
         ".bss            0x20000000      0x500\n"
         " .bss.atalaia_tensor_arena\n                0x20000000      0x4f0 build/app/atalaia_core_1.o\n")
-    split = _map_split(mp, "g_model")
+    split = map_split(mp, "g_model")
     assert split[".text"] == {"app": 0x40, "tflm": 0x200, "libc": 0x80}
     assert split[".rodata"] == {"model": 0x800, "self_test": 0x100}
     assert split[".bss"] == {"arena": 0x4f0}

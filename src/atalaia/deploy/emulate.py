@@ -35,7 +35,7 @@ from typing import Any
 from atalaia.deploy.cortex_m import get_cpu, tree_digest, validate_tflm_root
 from atalaia.errors import DeployError
 
-__all__ = ["BuildResult", "EmulationResult", "build_firmware", "default_cache_dir", "elf_sizes",
+__all__ = ["BuildResult", "EmulationResult", "build_firmware", "default_cache_dir", "elf_sizes", "map_split",
            "parse_firmware_output", "require_toolchain", "run_qemu"]
 
 TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-g++", "arm-none-eabi-size", "arm-none-eabi-nm", "make")
@@ -169,7 +169,7 @@ def _category(section: str, origin: str, model_name: str) -> str:
     return "app"
 
 
-def _map_split(map_file: Path, model_name: str) -> dict[str, dict[str, int]]:
+def map_split(map_file: Path, model_name: str) -> dict[str, dict[str, int]]:
     """{output section: {category: bytes}} from the linker map's input sections."""
     out: dict[str, dict[str, int]] = {}
     cur = None
@@ -219,7 +219,7 @@ def elf_sizes(elf: str | Path, map_file: str | Path | None = None, model_name: s
     }
     mp = Path(map_file) if map_file else Path(elf).with_suffix(".map")
     if mp.is_file():
-        by_sec = _map_split(mp, model_name)
+        by_sec = map_split(mp, model_name)
         split: dict[str, int] = {}
         for sec, cats in by_sec.items():
             if sec in _FLASH_SECTIONS or sec == ".bss":
