@@ -40,3 +40,9 @@ def make_identity_folder(root: Path, n_ids: int = 4, per_id: int = 8, size: int 
 @pytest.fixture
 def tiny_faces(tmp_path: Path) -> Path:
     return make_identity_folder(tmp_path / "faces")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared (vendored TFLM tree, calibration models, datasets) for tests that need it."""
+    return SHARED

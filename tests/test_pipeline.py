@@ -69,7 +69,7 @@ def test_pipeline_end_to_end_and_resume(tiny_recipe, tmp_path):
 
     p = subprocess.run([sys.executable, "-m", "atalaia.cli", "export", str(out)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    main_cc = (out / "export" / "esp-idf-esp32s3" / "main" / "main.cc").read_text()
+    main_cc = (out / "export" / "esp-idf-esp32s3" / "main" / "atalaia_core.cc").read_text()  # the shared core
     ops = set(op_names((out / "int8" / "model.tflite").read_bytes()))
     assert f"MicroMutableOpResolver<{len(ops)}>" in main_cc and "AddDepthwiseConv2D" in main_cc
     assert (out / "export" / "model_data.cc").is_file()

@@ -4,7 +4,7 @@
     report = atalaia.run("recipes/default.yaml", out_dir="runs/default", **{"train.epochs": 10})
     print(report.stage("int8").arena_bytes)
 
-The stage verbs are in `atalaia.api`; `run`, `distill`, `prune`, `quantize`, `verify_tflm` and `export` are
+The stage verbs are in `atalaia.api`; `run`, `distill`, `prune`, `quantize`, `verify_tflm`, `export`, `firmware` are
 importable from here too (TensorFlow is imported only when one is used). `evaluate` is `atalaia.api.evaluate`:
 `atalaia.evaluate` is the metrics package.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_VERBS = ("run", "distill", "prune", "quantize", "verify_tflm", "export")
+_VERBS = ("run", "distill", "prune", "quantize", "verify_tflm", "export", "firmware")
 
 
 def __getattr__(name: str) -> Any:

@@ -23,10 +23,9 @@ from atalaia.compress import prune as P
 from atalaia.compress.distill import train_classifier
 from atalaia.config import AugmentConfig, EvaluateConfig, Recipe, TrainConfig, load_recipe
 from atalaia.data.dataset import to_float
-from atalaia.deploy.carray import write_c_array, write_face_header
-from atalaia.deploy.firmware import write_esp_idf_project
-from atalaia.deploy.targets import get_target
-from atalaia.deploy.tflite import TFLiteRunner, convert_int8, op_names
+from atalaia.deploy.mcu import RunModel, export_model, firmware_for_run
+from atalaia.deploy.targets import get_part
+from atalaia.deploy.tflite import TFLiteRunner, convert_int8
 from atalaia.deploy.tflm import check_tflm
 from atalaia.errors import AtalaiaError
 from atalaia.evaluate.metrics import classification_metrics
@@ -109,28 +108,38 @@ def _is_int8(blob: bytes) -> bool:
     return TFLiteRunner(blob).input_dtype == np.int8
 
 
-def export(run_dir: str | Path, *, out: str | Path | None = None, target: str = "esp32s3",
-           name: str = "g_model") -> list[Path]:
-    """The run's verified int8 model as a C array (+ face_model.h for face runs) and an ESP-IDF project with an
-    on-device self-test. Every file read is checked against its stage's checksums first."""
-
-    get_target(target)
+def load_run_model(run_dir: str | Path) -> RunModel:
+    """What a firmware needs from a finished run: its int8 stage (`int8`, or `int8_litert` for a face run) read
+    through `RunFolder`, so every file is checked against its stage's checksums first."""
     run = RunFolder(run_dir)
-    stage = run.first_finished("int8", "int8_litert")  # closed-set runs / face-verification runs
+    stage = run.first_finished("int8", "int8_litert")
     if stage is None:
         raise AtalaiaError(f"no finished int8 stage in '{run_dir}' (int8: {run.problem('int8')}; int8_litert: "
                            f"{run.problem('int8_litert')}): run `atalaia run` first")
-    blob = run.path(stage, "model.tflite").read_bytes()
-    test = np.load(run.path(stage, "self_test.npz"))
-    out_dir = Path(out) if out is not None else Path(run_dir) / "export"
-    paths = list(write_c_array(blob, out_dir, name))
-    facts = json.loads(run.path(stage, "face_model.json").read_text()) if run.has(stage, "face_model.json") else None
-    if facts is not None:
-        paths.append(write_face_header(facts, out_dir))
-    paths += write_esp_idf_project(
-        blob, out_dir / f"esp-idf-{target}", ops=op_names(blob), arena_bytes=run.metrics(stage)["result"]["arena_bytes"],
-        sample_input_q=test["input_q"], expected_output_q=test["output_q"], target=target, face_facts=facts)
-    return paths
+    with np.load(run.path(stage, "self_test.npz")) as test:
+        stored = np.asarray(test["input_q"])
+    face = json.loads(run.path(stage, "face_model.json").read_text()) if run.has(stage, "face_model.json") else None
+    return RunModel(blob=run.path(stage, "model.tflite").read_bytes(),
+                    arena_bytes=int(run.metrics(stage)["result"]["arena_bytes"]), stored_input_q=stored,
+                    face_facts=face, stage=stage)
 
 
-__all__ = ["distill", "evaluate", "export", "prune", "quantize", "run", "verify_tflm"]
+def export(run_dir: str | Path, *, out: str | Path | None = None, target: str = "esp32s3", name: str = "g_model",
+           tflm_root: str | Path | None = None) -> list[Path]:
+    """The run's verified int8 model as a C array (+ face_model.h for face runs) and a firmware project: ESP-IDF
+    for an ESP32 chip, bare-metal Makefile for a Cortex-M core (`tflm_root`: a TFLM tree). Written into a temp
+    folder and renamed into place: never half-written."""
+    return export_model(load_run_model(run_dir), Path(out) if out is not None else Path(run_dir) / "export",
+                        target=target, tflm_root=tflm_root, name=name)
+
+
+def firmware(run_dir: str | Path, *, target: str = "cortex-m4", emulate: bool = True, part: str | None = None,
+             kernels: str = "cmsis_nn", cache_dir: str | Path | None = None,
+             tflm_root: str | Path | None = None) -> tuple[dict[str, Any], Path]:
+    """Build the run's int8 model for a Cortex-M core (only the kernels it uses), optionally run it in QEMU, and
+    write RUN/firmware/<target>/firmware.json: linked sizes, bit-exact, instructions, est. latency."""
+    return firmware_for_run(load_run_model(run_dir), run_dir, target=target, tflm_root=tflm_root, emulate=emulate,
+                            part=get_part(part) if part else None, kernels=kernels, cache_dir=cache_dir)
+
+
+__all__ = ["distill", "evaluate", "export", "firmware", "load_run_model", "prune", "quantize", "run", "verify_tflm"]

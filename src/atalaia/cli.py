@@ -171,6 +171,7 @@ def targets(wide: Annotated[bool, typer.Option(
                   "(LOO) error is the honest one (— with a single anchor). Targets with a single anchor use a "
                   "single MACs rate; their estimates for other model shapes are extrapolations.",
                   highlight=False, width=width if not wide else None)
+    _print_cortex_m_calibration(width, wide)
 
 
 def _cell(value, spec: str) -> str:
@@ -179,19 +180,87 @@ def _cell(value, spec: str) -> str:
     return cell(value, spec)
 
 
+def _print_cortex_m_calibration(width: int, wide: bool) -> None:
+    """Parts `atalaia firmware --part` links for, and the instruction-count estimate's anchors."""
+    from atalaia.deploy.targets import PARTS, instruction_calibration
+    from atalaia.report.table import Col, print_table
+
+    cols = [Col("part"), Col("core"), Col("clock MHz", priority=1), Col("flash KB"), Col("SRAM KB"),
+            Col("note", text=True, priority=3, min_width=24)]
+    rows = [[p.name, p.cpu, p.clock_mhz, f"{p.flash_bytes / 1024:.0f}", f"{p.sram_bytes / 1024:.0f}", p.note]
+            for p in PARTS.values()]
+    print_table(console, "Cortex-M parts (atalaia firmware --part)", cols, rows, width=width, wide=wide)
+    cols = [Col("target"), Col("model"), Col("instructions", priority=1), Col("published ms"),
+            Col("CPI implied", priority=2), Col("est. ms"), Col("leave-one-out error"),
+            Col("MAC-rate leave-one-out error", priority=1)]
+    rows = [[r["target"], r["model"], f"{r['instructions']:,}", f"{r['published_ms']:.1f}", f"{r['cpi_implied']:.3f}",
+             f"{r['estimate_ms']:.1f}", _cell(r["loo_rel_error"], "+.1%"), _cell(r["mac_rate_loo_rel_error"], "+.1%")]
+            for r in instruction_calibration()]
+    print_table(console, "est. ms from instructions (emulated counts x fitted CPI) vs published timings", cols, rows,
+                width=width, wide=wide)
+
+
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN/export).")] = None,
-    target: Annotated[str, typer.Option(help="ESP-IDF target of the firmware project.")] = "esp32s3",
+    target: Annotated[str, typer.Option(
+        help="ESP-IDF chip (esp32s3, esp32, ...) or bare-metal core (cortex-m4, cortex-m7, cortex-m55).")] = "esp32s3",
     name: Annotated[str, typer.Option(help="C symbol name of the model array.")] = "g_model",
+    tflm_root: Annotated[Path | None, typer.Option(
+        "--tflm-root", help="TFLM tree (create_tflm_tree.py layout) a Cortex-M project compiles "
+        "(default: $ATALAIA_TFLM_ROOT).")] = None,
 ) -> None:
-    """Write the int8 model as a C array and an ESP-IDF firmware project with an on-device self-test."""
+    """Write the int8 model as a C array and a firmware project (ESP-IDF or bare-metal Cortex-M) that runs
+    8 self-test inputs against the host's outputs."""
     from atalaia.api import export as export_run
 
     out_dir = out or run_dir / "export"
-    paths = export_run(run_dir, out=out_dir, target=target, name=name)
-    console.print(f"wrote {len(paths)} files under {out_dir} (C array + ESP-IDF project for {target})")
+    paths = export_run(run_dir, out=out_dir, target=target, tflm_root=tflm_root, name=name)
+    console.print(f"wrote {len(paths)} files under {out_dir} (C array + firmware project for {target})")
+
+
+@app.command()
+def firmware(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    target: Annotated[str, typer.Option(help="cortex-m4 | cortex-m7 | cortex-m55.")] = "cortex-m4",
+    emulate: Annotated[bool, typer.Option("--emulate", help="Run it in qemu-system-arm and count instructions.")
+                       ] = False,
+    tflm_root: Annotated[Path | None, typer.Option(
+        "--tflm-root", help="TFLM tree to compile (default: $ATALAIA_TFLM_ROOT).")] = None,
+    part: Annotated[str | None, typer.Option(
+        "--part", help="Link for a real part (stm32f446re, nrf52840, stm32h743zi, ...); fails if it does not fit.")
+                    ] = None,
+    kernels: Annotated[str, typer.Option(help="cmsis_nn | reference.")] = "cmsis_nn",
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Compiled-TFLM cache (default: ~/.cache/atalaia/tflm).")] = None,
+) -> None:
+    """Build the int8 model's bare-metal firmware (arm-none-eabi-gcc, only the kernels it uses), optionally run
+    it in QEMU; writes RUN/firmware/<target>/firmware.json (linked sizes, bit-exact, instructions, est. ms)."""
+    from atalaia.api import firmware as build_firmware
+    from atalaia.deploy.targets import get_part
+
+    p = get_part(part) if part else None
+    rec, path = build_firmware(run_dir, target=target, tflm_root=tflm_root, emulate=emulate, part=part,
+                               kernels=kernels, cache_dir=cache)
+    s = rec["sizes"]
+    console.print(f"{target} firmware: flash {s['flash_bytes']:,} B (linked; "
+                  f"{s.get('flash_without_self_test_bytes', 0):,} B without the self-test data), "
+                  f"RAM {s['ram_bytes']:,} B (arena {rec['arena']['linked_bytes']:,} B)"
+                  + (f", fits {p.name}" if p else ""))
+    if rec["emulated"]:
+        st, lat = rec["self_test"], rec["latency_est"]
+        est = (f"est. {lat['from_instructions_ms']:.1f} ms from instructions @ {lat['clock_mhz']} MHz"
+               if lat.get("from_instructions_ms") is not None else "no instruction-based estimate for this core")
+        mac = f", est. {lat['from_macs_ms']:.1f} ms from MACs" if lat.get("from_macs_ms") is not None else ""
+        console.print(f"emulated on QEMU {rec['qemu']['machine']}: bit-exact "
+                      f"{'yes' if st['bit_exact'] else 'NO'} ({st['bit_exact_samples']}/{st['n']} inputs, "
+                      f"max diff {st['max_diff_steps']} steps), {rec['instructions']['per_invoke']:,} instructions "
+                      f"per Invoke; {est}{mac}")
+        if "face" in rec:
+            console.print(f"face access control on the emulated MCU: {rec['face']['probes']} decisions, "
+                          f"equal to the host's: {'yes' if rec['face']['decisions_equal_host'] else 'NO'}")
+    console.print(f"wrote {path}")
 
 
 @app.command()

@@ -131,10 +131,11 @@ def test_face_firmware_project_includes_the_module(tmp_path):
     names = {p.relative_to(tmp_path).as_posix() for p in files}
     assert {"main/atalaia_face.c", "main/atalaia_face.h", "main/face_model.h"} <= names
     assert '"atalaia_face.c"' in (tmp_path / "main" / "CMakeLists.txt").read_text()
-    main = (tmp_path / "main" / "main.cc").read_text()
+    main = (tmp_path / "main" / "atalaia_core.cc").read_text()
     assert '#include "atalaia_face.h"' in main and "atalaia_face_decide(&gallery" in main
+    assert "kFaceEnrolCount = 1;" in (tmp_path / "main" / "face_test.h").read_text()
     assert "#define ATALAIA_FACE_MIRROR_TTA 1" in (tmp_path / "main" / "face_model.h").read_text()
     plain = write_esp_idf_project(bytes(64), tmp_path / "p", ops=["CONV_2D"], arena_bytes=1000,
                                   sample_input_q=np.zeros(4, np.int8), expected_output_q=np.zeros(2, np.int8))
     assert not any("atalaia_face" in p.name for p in plain)
-    assert "atalaia_face" not in (tmp_path / "p" / "main" / "main.cc").read_text()
+    assert "atalaia_face" not in (tmp_path / "p" / "main" / "atalaia_core.cc").read_text()

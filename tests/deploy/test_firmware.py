@@ -27,14 +27,16 @@ def test_project_files(tmp_path):
                                   arena_bytes=10_000, sample_input_q=np.arange(-8, 8, dtype=np.int8),
                                   expected_output_q=np.array([5, -3], np.int8))
     names = {p.relative_to(tmp_path).as_posix() for p in files}
-    assert {"CMakeLists.txt", "main/main.cc", "main/model_data.cc", "main/self_test.h",
+    assert {"CMakeLists.txt", "main/main.cc", "main/model_data.cc", "main/self_test.h", "main/atalaia_core.cc",
             "main/idf_component.yml"} <= names
-    main = (tmp_path / "main" / "main.cc").read_text()
+    assert "app_main" in (tmp_path / "main" / "main.cc").read_text()  # the ESP-IDF shim
+    assert '"atalaia_core.cc"' in (tmp_path / "main" / "CMakeLists.txt").read_text()
+    main = (tmp_path / "main" / "atalaia_core.cc").read_text()  # the core shared with Cortex-M
     assert '#include "model_data.h"' in main
     assert '#include "model_data.h"' in (tmp_path / "main" / "model_data.cc").read_text()
     assert "MicroMutableOpResolver<3>" in main  # unique ops only
     assert main.count("resolver.AddConv2D()") == 1 and "resolver.AddMean()" in main
-    arena = int(re.search(r"kArenaSize = (\d+);", main).group(1))
+    arena = int(re.search(r"define ATALAIA_ARENA_BYTES (\d+)", main).group(1))
     assert arena >= 10_000 and arena % 16 == 0
     st = (tmp_path / "main" / "self_test.h").read_text()
-    assert "kTestInputLen = 16" in st and "5, -3" in st
+    assert "kTestInputLen = 16" in st and "kTestCount = 1;" in st and "5,-3" in st

@@ -74,7 +74,7 @@ def test_op_names_without_interpreter(calibration_blob):
 
 
 def test_strip_strings_shrinks_keeps_outputs_and_aligns_weights(tiny_model, tiny_images, tiny_int8_blob):
-    from atalaia.deploy.tflite import BUFFER_ALIGNMENT, model_root, buffer_data_offsets, strip_strings
+    from atalaia.deploy.tflite import BUFFER_ALIGNMENT, buffer_data_offsets, model_root, strip_strings
     from atalaia.deploy.tflm import check_tflm
 
     named = convert_int8(tiny_model, tiny_images, strip=False)

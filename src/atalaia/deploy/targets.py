@@ -42,6 +42,13 @@ __all__ = [
     "estimate_latency_ms",
     "calibration_report",
     "fits",
+    "McuPart",
+    "PARTS",
+    "get_part",
+    "INSTRUCTION_ANCHORS",
+    "cycles_per_instruction",
+    "estimate_ms_from_instructions",
+    "instruction_calibration",
 ]
 
 KiB = 1024
@@ -315,3 +322,129 @@ def fits(target: str, flash_bytes: int, arena_bytes: int) -> dict[str, Any]:
         "arena_fits_psram": (not arena_ok) and arena_bytes <= prof.psram_bytes,
     }
 
+
+
+# --------------------------------------------------------------------------------------------- Cortex-M parts
+@dataclass(frozen=True)
+class McuPart:
+    """A real Cortex-M part a firmware can be linked for: its core, clock, on-chip flash and SRAM.
+
+    `sram_bytes` is what one linker RAM region can use: the largest block that data, bss, arena, heap and stack
+    can share (the datasheet total where the SRAM is contiguous; see `note` otherwise)."""
+
+    name: str
+    cpu: str  # cortex-m4 | cortex-m7 | cortex-m55 | cortex-m0plus
+    clock_mhz: int
+    flash_bytes: int
+    sram_bytes: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PARTS: dict[str, McuPart] = {
+    p.name: p
+    for p in (
+        McuPart("stm32f446re", "cortex-m4", 180, 512 * KiB, 128 * KiB, "NUCLEO-F446RE; 128 KB SRAM1+2 contiguous"),
+        McuPart("stm32l4r5zi", "cortex-m4", 120, 2 * MiB, 640 * KiB,
+                "NUCLEO-L4R5ZI, the MLPerf Tiny reference board (the anchors' part)"),
+        McuPart("nrf52840", "cortex-m4", 64, 1 * MiB, 256 * KiB, "Nordic nRF52840 (BLE SoC)"),
+        McuPart("stm32h743zi", "cortex-m7", 480, 2 * MiB, 1 * MiB,
+                "1 MB SRAM in total but split (512 KB AXI SRAM is the largest block); link at 1 MB is optimistic"),
+        McuPart("stm32h7a3zi", "cortex-m7", 280, 2 * MiB, 1 * MiB + 384 * KiB, "NUCLEO-H7A3ZI-Q"),
+        McuPart("rp2040", "cortex-m0plus", 133, 2 * MiB, 264 * KiB, "Raspberry Pi Pico: 2 MB external QSPI flash"),
+        McuPart("alif-e3-he", "cortex-m55", 160, 2 * MiB, 256 * KiB + 1 * MiB,
+                "Alif Ensemble E3 high-efficiency M55 core: 256 KB TCM + 1 MB SRAM0 (split)"),
+    )
+}
+
+
+def get_part(name: str) -> McuPart:
+    """The part called `name` (case-insensitive); RecipeError listing the valid names otherwise."""
+    try:
+        return PARTS[str(name).lower()]
+    except KeyError:
+        raise RecipeError(f"unknown part {name!r}; valid parts: {', '.join(PARTS)}") from None
+
+
+# ----------------------------------------------------------------------- latency from instruction counts
+#: Instructions per Invoke() of the two MLPerf Tiny anchor models, counted by AtalaIA's Cortex-M4 firmware
+#: (TFLM + CMSIS-NN, gcc 12.2 -O2) in QEMU 7.2 with the instruction-count plugin
+#: (`python benchmarks/firmware.py`, benchmarks/results/firmware.json). The published times of these models
+#: (CALIBRATION, STM32L4R5 @120 MHz) then give cycles per instruction: one number per core, fitted here.
+INSTRUCTION_ANCHORS: dict[str, dict[str, int]] = {
+    "cortex-m4": {"resnet8": 29_863_825, "vww_mobilenet": 24_103_682},
+}
+
+
+def _cpi_rows(target: str, exclude_model: str | None = None) -> list[tuple[float, float]]:
+    """(instructions, published cycles) of `target`'s anchors."""
+    prof = TARGETS[target]
+    rows = []
+    for a in CALIBRATION:
+        insns = INSTRUCTION_ANCHORS.get(target, {}).get(a["model"])
+        if a["target"] == target and insns and a["model"] != exclude_model:
+            rows.append((float(insns), a["published_ms"] * prof.clock_mhz * 1e3))
+    return rows
+
+
+def _cpi(rows: list[tuple[float, float]]) -> float:
+    """Cycles per instruction minimising squared relative error over the anchors."""
+    x = np.array([r[0] for r in rows])
+    y = np.array([r[1] for r in rows])
+    return float(np.sum(x / y) / np.sum((x / y) ** 2))
+
+
+def cycles_per_instruction(target: str) -> float | None:
+    """CPI fitted on `target`'s anchors, or None when it has no instruction-counted anchor (then no estimate)."""
+    rows = _cpi_rows(target) if target in TARGETS else []
+    return _cpi(rows) if rows else None
+
+
+def estimate_ms_from_instructions(instructions: int, target: str, clock_mhz: float | None = None) -> float | None:
+    """ESTIMATED invoke() latency in ms: instructions x CPI (fitted on the published anchors) / clock.
+
+    The clock defaults to the anchor board's (`TARGETS[target].clock_mhz`); a part at another clock scales
+    linearly, which ignores that flash wait states grow with the clock. None when `target` has no anchors."""
+    cpi = cycles_per_instruction(target)
+    if cpi is None:
+        return None
+    mhz = float(clock_mhz or TARGETS[target].clock_mhz)
+    return float(instructions) * cpi / (mhz * 1e3)
+
+
+def instruction_calibration() -> list[dict[str, Any]]:
+    """Per anchor: instructions, CPI implied, in-sample estimate, and the leave-one-out error of a CPI fitted on
+    the other anchors, next to the MAC-rate estimate's leave-one-out error (`calibration_report`)."""
+    mac = {(r["target"], r["model"]): r for r in calibration_report()}
+    out = []
+    for target, anchors in INSTRUCTION_ANCHORS.items():
+        prof = TARGETS[target]
+        for a in CALIBRATION:
+            if a["target"] != target or a["model"] not in anchors:
+                continue
+            insns = anchors[a["model"]]
+            pub = a["published_ms"]
+            others = _cpi_rows(target, exclude_model=a["model"])
+            loo = None
+            if others:
+                loo = insns * _cpi(others) / (prof.clock_mhz * 1e3) / pub - 1.0
+            est = estimate_ms_from_instructions(insns, target)
+            m = mac[(target, a["model"])]
+            out.append({
+                "target": target,
+                "model": a["model"],
+                "instructions": insns,
+                "published_ms": pub,
+                "clock_mhz": prof.clock_mhz,
+                "cpi_implied": round(pub * prof.clock_mhz * 1e3 / insns, 4),
+                "cpi_fitted": round(float(cycles_per_instruction(target)), 4),
+                "estimate_ms": round(float(est), 3),
+                "rel_error": round(float(est) / pub - 1.0, 4),
+                "loo_rel_error": None if loo is None else round(loo, 4),
+                "mac_rate_loo_rel_error": m["loo_rel_error"],
+                "mac_rate_estimate_ms": m["estimate_ms"],
+                "source": a["source"],
+            })
+    return out
