@@ -23,8 +23,9 @@ from atalaia.compress import prune as P
 from atalaia.compress.distill import train_classifier
 from atalaia.config import AugmentConfig, EvaluateConfig, Recipe, TrainConfig, load_recipe
 from atalaia.data.dataset import to_float
-from atalaia.deploy.mcu import RunModel, export_model, firmware_for_run
-from atalaia.deploy.targets import get_part
+from atalaia.deploy.cortex_m import CPUS
+from atalaia.deploy.mcu import RunModel, export_model, firmware_for_run, tflm_root_from
+from atalaia.deploy.targets import get_part, get_target
 from atalaia.deploy.tflite import TFLiteRunner, convert_int8
 from atalaia.deploy.tflm import check_tflm
 from atalaia.errors import AtalaiaError
@@ -129,6 +130,10 @@ def export(run_dir: str | Path, *, out: str | Path | None = None, target: str = 
     """The run's verified int8 model as a C array (+ face_model.h for face runs) and a firmware project: ESP-IDF
     for an ESP32 chip, bare-metal Makefile for a Cortex-M core (`tflm_root`: a TFLM tree). Written into a temp
     folder and renamed into place: never half-written."""
+    if target in CPUS:
+        tflm_root_from(tflm_root)  # a missing or wrong TFLM tree is said before the run is read
+    else:
+        get_target(target)  # an ESP-IDF chip: the error lists the valid names
     return export_model(load_run_model(run_dir), Path(out) if out is not None else Path(run_dir) / "export",
                         target=target, tflm_root=tflm_root, name=name)
 

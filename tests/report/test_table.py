@@ -60,7 +60,7 @@ def test_targets_command_reads_at_80_columns(monkeypatch, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert len(lines) < 60  # was 276 lines
+    assert len(lines) < 90  # was 276 lines (before the Cortex-M parts and instruction-calibration tables: 45)
     assert "None" not in out and "…" not in out
     assert re.search(r"\b7,157,888\b", out) and re.search(r"\b12,501,632\b", out)
     assert "description" in out and "NOT TFLM" in out  # the hidden description comes as a list below

@@ -125,7 +125,11 @@ def print_table(console: Console, title: str | None, cols: Sequence[Col], rows: 
     hidden columns. With `wide`, every column at its natural width. Returns the hidden titles."""
     width = terminal_width() if width is None else width
     table, hidden, need = build_table(title, cols, rows, width=width, wide=wide)
-    console.print(table, width=need if wide else width)  # through the caller's console (recording, files)
+    if wide:  # wider than the console: a console of its own on the same file (rich caps print() at its width)
+        Console(file=console.file, width=max(need, width), force_terminal=console.is_terminal,
+                no_color=console.no_color, highlight=False).print(table)
+    else:
+        console.print(table, width=width)  # through the caller's console (recording consoles, files)
     if hidden:
         console.print(f"(not shown at {width} columns: {', '.join(hidden)}; --wide shows every column)",
                       style="dim", highlight=False, width=width)
