@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                      "flash_bytes": len(blob), "arena_bytes": int(t.arena_bytes),
                      "arena_ok_100KB": bool(t.arena_bytes <= 100 * 1024),
                      "test_faces": len(sides), "median_face_side_px": round(float(np.median(sides)), 1),
-                     "faces_ge_12px": round(float(np.mean(sides >= 12)), 4)})
+                     "faces_ge_12px": round(float(np.mean(sides >= 12)), 4),
+                     "faces_ge_16px": round(float(np.mean(sides >= 16)), 4)})
         print(rows[-1], flush=True)
     atomic_write_json(Path(a.out), {"candidates": rows, "note": "labels are dlib pseudo-labels (miss small and "
                                     "profile faces); arena measured in the TFLM runtime; no training involved"})
