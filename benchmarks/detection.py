@@ -116,7 +116,7 @@ def alignment_cost(run_dir: Path, frames_root: Path, ids_file: Path, score_thres
                                                             padding=0.25))[..., 0])
             name = test.names[f]
             who.append(ident.get(name.split("/", 1)[1], -1) if name.startswith("celeba/") and len(gb) == 1 else -1)
-    emb = DlibEmbedder()
+    emb = DlibEmbedder(cache=HERE / ".work" / "detection_dlib_embeddings.npz")  # label chips recur across runs
     t0 = time.perf_counter()
     e_label, e_det, e_dlib = (emb.embed_chips(np.stack(c)) for c in (label_chips, det_chips, dlib_chips))
     embed_s = time.perf_counter() - t0
