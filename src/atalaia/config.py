@@ -179,6 +179,28 @@ class FaceConfig:
 
 
 @dataclass(frozen=True)
+class DetectionConfig:
+    """Face-detection recipes only: `task: detection` (`atalaia.pipeline.detection`).
+
+    The input is `data.image_size` [H, W] (grey, multiples of 8); epochs/batch/lr from `train`, the detector
+    width from `student.width`, pruning from `prune.channel`, PTQ from `quantize`, targets from `evaluate`.
+    `frames_root` (a face_frames folder) resolves relative to the recipe file.
+    """
+
+    frames_root: str = ""
+    landmarks: str = "lm5"  # labels.csv column: dlib's 5 points (what the recogniser's chip template uses)
+    max_frames: int | None = None  # cap frames per split (quick runs / tests; None = all)
+    score_threshold: float = 0.5  # operating point: recall, NME, FP per empty frame, the device's decision
+    eval_threshold: float = 0.05  # detections kept down to this score for AP / PR curves
+    nms_iou: float = 0.4
+    max_detections: int = 16
+    aug_scale: tuple[float, float] = (0.5, 1.4)  # zoom relative to the letterbox scale
+    aug_shift: float = 0.25
+    aug_flip: bool = True
+    example_frames: int = 12  # test frames drawn with boxes and landmarks in the report
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str = "default"
     task: str = "classification"  # "classification" (closed-set identities) | "verification" (face embeddings)
@@ -192,6 +214,7 @@ class Recipe:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     base_dir: str = "."  # where relative paths resolve; set by load_recipe to the recipe's folder
 
     def to_dict(self) -> dict[str, Any]:
@@ -421,7 +444,8 @@ def _field_type(dotted: str) -> str | None:
 def validate(r: Recipe) -> None:
     """Range checks that name the field and what is allowed."""
     checks = [
-        (r.task in ("classification", "verification"), "task must be 'classification' or 'verification'"),
+        (r.task in ("classification", "verification", "detection"),
+         "task must be 'classification', 'verification' or 'detection'"),
         (bool(r.name.strip()) and not any(c in r.name for c in "/\\\0") and r.name not in (".", ".."),
          "name must be a non-empty folder name without '/' (the run folder is runs/<name>)"),
         (len(r.data.image_size) == 2 and 8 <= min(r.data.image_size) and max(r.data.image_size) <= 1024,
@@ -473,6 +497,15 @@ def validate(r: Recipe) -> None:
          "verification recipes need a square data.image_size and data.channels 1 (the LFW chips are grey)"),
         (r.task != "verification" or (bool(r.face.train_sets) and bool(r.face.lfw_root)),
          "verification recipes need face.train_sets and face.lfw_root"),
+        (r.task != "detection" or bool(r.detection.frames_root),
+         "detection recipes need detection.frames_root (a face_frames folder: images.csv, labels.csv, images/)"),
+        (r.task != "detection" or (r.data.channels == 1 and all(s % 8 == 0 and 64 <= s <= 256
+                                                                 for s in r.data.image_size)),
+         "detection recipes need data.channels 1 and data.image_size [H, W] multiples of 8 in [64, 256]"),
+        (0.0 < r.detection.score_threshold < 1.0 and 0.0 < r.detection.eval_threshold <= r.detection.score_threshold,
+         "detection.eval_threshold and detection.score_threshold must satisfy 0 < eval <= score < 1"),
+        (0.0 < r.detection.nms_iou < 1.0 and r.detection.max_detections >= 1,
+         "detection.nms_iou must be in (0, 1) and detection.max_detections >= 1"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -493,4 +526,5 @@ def dump_recipe(r: Recipe) -> str:
     f = d["face"]
     f["train_sets"] = [absolute(p) for p in f["train_sets"]]
     f["lfw_root"], f["cache_dir"] = absolute(f["lfw_root"]), absolute(f["cache_dir"])
+    d["detection"]["frames_root"] = absolute(d["detection"]["frames_root"])
     return yaml.safe_dump(d, sort_keys=False)

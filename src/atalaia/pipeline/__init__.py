@@ -17,13 +17,15 @@ from pathlib import Path
 from atalaia.config import Recipe
 from atalaia.errors import RecipeError
 from atalaia.pipeline.classification import ClassificationPlan
+from atalaia.pipeline.detection import DetectionPlan
 from atalaia.pipeline.plan import Plan, Progress, Stage, execute, no_progress
 from atalaia.pipeline.runfolder import RunFolder, StagedRun, StageOutcome, stage_key
 from atalaia.pipeline.verification import VerificationPlan
 from atalaia.report import write_report
 from atalaia.report.schema import Report
 
-PLANS: dict[str, type[Plan]] = {"classification": ClassificationPlan, "verification": VerificationPlan}
+PLANS: dict[str, type[Plan]] = {"classification": ClassificationPlan, "verification": VerificationPlan,
+                               "detection": DetectionPlan}
 
 
 def make_plan(recipe: Recipe, out_dir: str | Path, *, force: bool = False, log: Callable[[str], None] = print,
