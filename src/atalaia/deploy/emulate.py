@@ -19,21 +19,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from atalaia.deploy.cortex_m import get_cpu, tree_digest, validate_tflm_root
 from atalaia.errors import DeployError
+from atalaia.ioutil import file_lock
 
 __all__ = ["BuildResult", "EmulationResult", "build_firmware", "default_cache_dir", "elf_sizes", "map_split",
            "parse_firmware_output", "require_toolchain", "run_qemu"]
@@ -53,17 +51,6 @@ def require_toolchain(emulate: bool = False) -> None:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "atalaia" / "tflm"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _flags_digest(makefile: str) -> str:
@@ -114,7 +101,7 @@ def build_firmware(
     if arena_bytes is not None:
         common.append(f"ARENA_BYTES={int(arena_bytes)}")
     t0 = time.perf_counter()
-    with _locked(lib_dir / ".lock"):
+    with file_lock(lib_dir / ".lock"):
         r = _make(project, ["lib", *common], jobs)
     lib_seconds = time.perf_counter() - t0
     if r.returncode != 0:

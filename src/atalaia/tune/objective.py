@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from atalaia.config import Recipe
 from atalaia.data.dataset import to_float
-from atalaia.ioutil import atomic_write_json
+from atalaia.ioutil import atomic_write_json, file_lock
 from atalaia.pipeline.classification import DLIB_HEAD, ClosedSetData, load_closed_set, teacher_stage_key
 from atalaia.pipeline.runfolder import RunFolder, save_keras, write_marker
 from atalaia.tune.report import _fmt_params
@@ -33,19 +32,6 @@ def _load_data(recipe: Recipe) -> ClosedSetData:
 def _teacher_key(recipe: Recipe, data_key: str) -> str:
     """The pipeline's teacher stage key, so a teacher the pipeline already trained is reused as is."""
     return teacher_stage_key(recipe, data_key)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _teacher(recipe: Recipe, data: _Data, out_dir: Path, log: Callable[[str], None]) -> tuple[Any, dict]:
@@ -69,7 +55,7 @@ def _teacher(recipe: Recipe, data: _Data, out_dir: Path, log: Callable[[str], No
     if (got := _try_load()) is not None:
         return got
     cache = out_dir / "tune" / "teacher"
-    with _file_lock(out_dir / "tune" / ".teacher.lock"):
+    with file_lock(out_dir / "tune" / ".teacher.lock"):
         if (got := _try_load()) is not None:
             return got
         log(f"[tune] training the teacher once ({recipe.teacher.name}, {recipe.train.epochs} epochs)")
