@@ -3,6 +3,8 @@ linker-map size split, parts and the instruction-based latency estimate."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -125,19 +127,26 @@ def test_parts_and_instruction_estimate():
         assert c["clock_mhz"] == TARGETS["cortex-m4"].clock_mhz
 
 
-def test_export_is_atomic_and_keeps_other_targets(tmp_path, tflm_root, tiny_int8_blob, monkeypatch):
+def _sealed_int8_run(run: Path, blob: bytes) -> Path:
+    """A finished int8 stage with what export reads, sealed with checksums as the engine seals one."""
     import json
 
-    from atalaia.api import export
-    from atalaia.deploy import mcu
     from atalaia.pipeline.runfolder import write_marker
 
-    st = tmp_path / "run" / "int8"
+    st = run / "int8"
     st.mkdir(parents=True)
-    (st / "model.tflite").write_bytes(tiny_int8_blob)
+    (st / "model.tflite").write_bytes(blob)
     np.savez(st / "self_test.npz", input_q=np.zeros((1, 16, 16, 1), np.int8), output_q=np.zeros((1, 3), np.int8))
     (st / "metrics.json").write_text(json.dumps({"result": {"arena_bytes": 2000}}))
     write_marker(st, "test")
+    return st
+
+
+def test_export_is_atomic_and_keeps_other_targets(tmp_path, tflm_root, tiny_int8_blob, monkeypatch):
+    from atalaia.api import export
+    from atalaia.deploy import mcu
+
+    _sealed_int8_run(tmp_path / "run", tiny_int8_blob)
     out = tmp_path / "exp"
     export(tmp_path / "run", out=out, target="cortex-m4", tflm_root=tflm_root)
     export(tmp_path / "run", out=out, target="esp32s3")
@@ -173,17 +182,9 @@ def test_firmware_cli_user_errors(tmp_path):
 
 def test_export_refuses_a_damaged_model(tmp_path, tiny_int8_blob):
     """A finished stage whose model.tflite was truncated after the fact: one clear error, nothing written."""
-    import json
-
     from atalaia.api import export
-    from atalaia.pipeline.runfolder import write_marker
 
-    st = tmp_path / "run" / "int8"
-    st.mkdir(parents=True)
-    (st / "model.tflite").write_bytes(tiny_int8_blob)
-    np.savez(st / "self_test.npz", input_q=np.zeros((1, 16, 16, 1), np.int8), output_q=np.zeros((1, 3), np.int8))
-    (st / "metrics.json").write_text(json.dumps({"result": {"arena_bytes": 2000}}))
-    write_marker(st, "test")
+    st = _sealed_int8_run(tmp_path / "run", tiny_int8_blob)
     (st / "model.tflite").write_bytes(tiny_int8_blob[:100])
     with pytest.raises(AtalaiaError, match="model.tflite has 100 bytes"):
         export(tmp_path / "run", out=tmp_path / "exp", target="esp32s3")
