@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from atalaia.data.align import align_face
+from atalaia.data.images import open_image, read_8bit
 from atalaia.errors import DataError
 from atalaia.ioutil import atomic_write_bytes
 from atalaia.models.dlib_teacher import (
@@ -173,12 +174,9 @@ def load_originals(paths: Sequence[str | Path]) -> list[np.ndarray]:
     `FaceDataset.paths` here and the result to `fit_dlib_head` / `DlibHead.logits`."""
     out = []
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                out.append(np.asarray(im.convert("L" if im.mode in ("L", "LA", "1") else "RGB"), np.uint8))
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DataError(f"cannot read image {p}: {type(e).__name__}: {e}") from None
+        with open_image(p) as im:  # the same size limit, modes and messages as every other image reader
+            grey = im.mode in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F")
+        out.append(np.asarray(read_8bit(p, "L" if grey else "RGB"), np.uint8))
     return out
 
 
