@@ -330,3 +330,17 @@ def test_small_confusion_matrix_and_bad_input(tmp_path):
         write_report({"recipe_name": "x"}, tmp_path)
     with pytest.raises(TypeError):
         write_report([], tmp_path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("low", "high", "p", "verdict"), [(-0.10, -0.0125, 0.12, "significant (interval excludes 0)"),
+                                                          (-0.025, 0.05, 1.0, "not significant")])
+def test_kd_line_says_the_interval_decides_significance(report, low, high, p, verdict):
+    """The verdict follows the paired interval; McNemar's p is shown after it, not as its cause."""
+    from atalaia.report import summary_lines
+
+    r = copy.deepcopy(report)
+    r["kd"] = {"alpha": 0.1, "temperature": 5.0, "gain_accuracy": (low + high) / 2, "gain_macro_f1": 0.0,
+               "gain_interval": {"accuracy": {"diff": {"value": (low + high) / 2, "low": low, "high": high},
+                                              "p_value": p, "significant": low > 0 or high < 0}}}
+    line = next(x for x in summary_lines(r) if x.startswith("KD gain"))
+    assert f"pp: {verdict}; McNemar p = {p:.2g}" in line

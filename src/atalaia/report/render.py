@@ -233,14 +233,16 @@ def _acc_cost(report: dict[str, Any], stage_name: str) -> str:
 
 
 def _paired(delta: Any) -> str:
-    """"; 95% paired interval [-6.25, +1.25] pp, McNemar p = 0.29: not significant" for a stage - parent delta."""
+    """"; 95% paired interval [-6.25, +1.25] pp: not significant; McNemar p = 0.29" for a stage - parent delta."""
     if not isinstance(delta, dict) or not isinstance(delta.get("accuracy"), dict):
         return ""
     a = delta["accuracy"]
     d, p = a.get("diff") or {}, a.get("p_value")
-    verdict = "significant" if a.get("significant") else "not significant"
-    return (f"; 95% paired interval [{fmt(d.get('low'), 'dpp')}, {fmt(d.get('high'), 'dpp')}] pp, "
-            f"McNemar p = {p:.2g}: {verdict}" if p is not None else "")
+    # the verdict is the interval's (it excludes 0 or not); McNemar's exact p is shown beside it, and the two
+    # can disagree near the edge, so the text says which one decides
+    verdict = "significant (interval excludes 0)" if a.get("significant") else "not significant"
+    return (f"; 95% paired interval [{fmt(d.get('low'), 'dpp')}, {fmt(d.get('high'), 'dpp')}] pp: {verdict}; "
+            f"McNemar p = {p:.2g}" if p is not None else "")
 
 
 def _interval_lines(iv: Any) -> list[str]:
