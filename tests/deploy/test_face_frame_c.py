@@ -1,0 +1,148 @@
+"""The device's frame -> decision path (deploy/face_c/atalaia_face_frame.{h,c}) compiled with the host C compiler,
+against the Python path of `atalaia access check --detector` on the fixture frames.
+
+The models are not run in C here (no TFLM on the host compiler): the C module's model callbacks print the input
+tensor the C code wrote and hand back the int8 outputs the Python path got from LiteRT. So, given the same
+detector outputs: the same detector input (letterbox + quantization), the same detections, the same face, the
+same recogniser input (chip within one grey level), and - given the same recogniser outputs - the same embedding
+and the same decision against the same gallery. CI sets ATALAIA_REQUIRE_CC=1 (a missing compiler fails)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atalaia.data.dataset import mirrored, to_float
+from atalaia.data.frames import load_frames
+from atalaia.deploy.carray import detector_header, face_header
+from atalaia.deploy.tflite import TFLiteRunner
+from atalaia.evaluate.detection import decode, dequantize
+from atalaia.face.access import AccessControl, load_detector
+from atalaia.face.frame import letterbox_frame, pick_face
+
+C_DIR = Path(__file__).resolve().parents[2] / "src" / "atalaia" / "deploy" / "face_c"
+FRAMES = Path(__file__).resolve().parents[1] / "fixtures" / "frames"
+C_FILES = ("atalaia_face.h", "atalaia_face.c", "atalaia_face_detect.h", "atalaia_face_detect.c",
+           "atalaia_face_frame.h", "atalaia_face_frame.c")
+
+
+def _cc() -> str:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        if os.environ.get("ATALAIA_REQUIRE_CC"):
+            pytest.fail("no C compiler on PATH (ATALAIA_REQUIRE_CC is set)")
+        pytest.skip("no C compiler on PATH")
+    return cc
+
+
+def _arr(name: str, a: np.ndarray, ctype: str) -> str:
+    return f"static const {ctype} {name}[{a.size}] = {{{', '.join(str(int(v)) for v in np.ravel(a))}}};\n"
+
+
+def _floats(name: str, a: np.ndarray) -> str:
+    return f"static const float {name}[{a.size}] = {{{', '.join(f'{float(v)!r}f' for v in np.ravel(a))}}};\n"
+
+
+@pytest.mark.slow  # the session's tiny models take ~20 s of CPU to build; the test itself ~2 s
+def test_c_frame_path_equals_python(frame_models, tmp_path):
+    cc = _cc()
+    det = load_detector(frame_models["det_run"])
+    ac = AccessControl(frame_models["face_run"], state_dir=tmp_path / "s", detector=det, threshold=0.85)
+    fs = load_frames(FRAMES)
+    rec = TFLiteRunner(frame_models["rec_blob"])
+    size, crop = int(ac.facts["input_size"]), float(ac.facts["crop"])
+    # the gallery: frames 0 and 2 enrolled through the frame path (two people)
+    for k, name in ((0, "ann"), (2, "bob")):
+        ac.enrol(name, [FRAMES / "images" / fs.names[k]])
+    names, mat = ac.store.gallery()
+    cases, body = [], ""
+    for f, img in enumerate(fs.images):
+        x, _ = letterbox_frame(img, det.input_hw)
+        xq = det.input_q(x)
+        out_q = det.raw(xq)
+        face = det.face(img, size, crop)
+        py = {"xq": xq.reshape(-1), "faces": 0}
+        rq = np.zeros((2, 16), np.int8)
+        if face is not None:
+            chip_q = rec.quantize_input(to_float(face.chip[None, ..., None]))
+            rq = np.stack([rec.predict_raw(chip_q)[0], rec.predict_raw(mirrored(chip_q))[0]])
+            d = ac.check(FRAMES / "images" / fs.names[f])
+            py.update(faces=face.faces, box=np.array(face.box), chip_q=chip_q.reshape(-1), decision=d)
+        cases.append(py)
+        body += f"""  {{ static const uint8_t frame[] = {{{', '.join(str(int(v)) for v in img.ravel())}}};
+{_arr("dout", out_q, "int8_t")}{_arr("rout", rq, "int8_t")}    det_out = dout; rec_out = rout; rec_calls = 0;
+    atalaia_frame_result_t r;
+    int st = atalaia_face_frame_decide(frame, {img.shape[1]}, {img.shape[0]}, &models, &g, threshold, &r);
+    printf("result %d %d %.9f %.9f %.9f %.9f %.12f %d %.7f %d\\n", st, r.faces, r.face.box[0], r.face.box[1],
+           r.face.box[2], r.face.box[3], r.face.score, r.decision.person, r.decision.score, r.decision.granted); }}
+"""
+    person = {n: i for i, n in enumerate(sorted(set(names)))}
+    main = f"""#include <stdio.h>
+#include "atalaia_face_frame.h"
+static int8_t det_in[{det.input_hw[0] * det.input_hw[1]}], rec_in[{size * size}];
+static const int8_t *det_out, *rec_out;
+static int rec_calls;
+static int8_t* input(void* u, int model) {{ (void)u; return model == ATALAIA_MODEL_DETECTOR ? det_in : rec_in; }}
+static void dump(const char* tag, const int8_t* t, int n) {{
+  printf("%s", tag);
+  for (int i = 0; i < n; ++i) printf(" %d", t[i]);
+  printf("\\n");
+}}
+static const int8_t* invoke(void* u, int model) {{
+  (void)u;
+  if (model == ATALAIA_MODEL_DETECTOR) {{ dump("det_in", det_in, (int)sizeof(det_in)); return det_out; }}
+  if (rec_calls == 0) dump("rec_in", rec_in, (int)sizeof(rec_in));
+  return rec_out + {16} * rec_calls++;
+}}
+{_floats("templates", mat)}static const int16_t who[{len(names)}] = {{{', '.join(str(person[n]) for n in names)}}};
+int main(void) {{
+  atalaia_models_t models = {{input, invoke, 0}};
+  static atalaia_gallery_t g;
+  atalaia_gallery_init(&g);
+  for (int i = 0; i < {len(names)}; ++i) atalaia_gallery_enrol(&g, who[i], templates + i * {mat.shape[1]});
+  const float threshold = {ac.threshold!r}f;
+{body}  return 0;
+}}
+"""
+    for name in C_FILES:
+        shutil.copy(C_DIR / name, tmp_path / name)
+    (tmp_path / "face_model.h").write_text(face_header(ac.facts))
+    (tmp_path / "detector_model.h").write_text(detector_header(det.facts()))
+    (tmp_path / "main.c").write_text(main)
+    exe = tmp_path / "frame_test"
+    subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(tmp_path),
+                    *[str(tmp_path / n) for n in C_FILES if n.endswith(".c")], str(tmp_path / "main.c"),
+                    "-o", str(exe), "-lm"], check=True, capture_output=True, text=True)
+    lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
+    at, decided, no_face = 0, 0, 0
+    for py in cases:
+        got_xq = np.array(lines[at].split()[1:], int)
+        assert lines[at].startswith("det_in") and np.abs(got_xq - py["xq"]).max() <= 1
+        assert np.mean(got_xq == py["xq"]) > 0.99  # the same detector input
+        at += 1
+        if py["faces"]:
+            chip = np.array(lines[at].split()[1:], int)
+            assert lines[at].startswith("rec_in") and np.abs(chip - py["chip_q"]).max() <= 1  # the same chip
+            at += 1
+        assert lines[at].startswith("result")
+        r = lines[at].split()[1:]
+        at += 1
+        assert int(r[1]) == py["faces"]
+        if not py["faces"]:
+            assert int(r[0]) == 1  # ATALAIA_FRAME_NO_FACE
+            no_face += 1
+            continue
+        assert int(r[0]) == 0
+        np.testing.assert_allclose([float(v) for v in r[2:6]], py["box"], atol=1e-6)  # the same face
+        d = py["decision"]
+        assert int(r[7]) == person[d.person] and float(r[8]) == pytest.approx(d.score, abs=1e-5)
+        assert bool(int(r[9])) == d.granted and d.box == pytest.approx(py["box"])
+        decided += 1
+    assert at == len(lines) and decided >= 4  # most fixture frames gave the (random) detector a face
+    grants = [py["decision"].granted for py in cases if py["faces"]]
+    assert any(grants) and not all(grants)  # both verdicts are compared
