@@ -210,14 +210,18 @@ def export(
     tflm_root: Annotated[Path | None, typer.Option(
         "--tflm-root", help="TFLM tree (create_tflm_tree.py layout) a Cortex-M project compiles "
         "(default: $ATALAIA_TFLM_ROOT).")] = None,
+    detector: Annotated[Path | None, typer.Option(
+        "--detector", help="A finished detection run to bundle with this face run: the firmware runs camera "
+        "frame -> detector -> alignment -> recogniser -> decision, both models in one tensor arena.")] = None,
 ) -> None:
     """Write the int8 model as a C array and a firmware project (ESP-IDF or bare-metal Cortex-M) that runs
-    8 self-test inputs against the host's outputs."""
+    8 self-test inputs against the host's outputs (and, with --detector, the frame -> decision path)."""
     from atalaia.api import export as export_run
 
     out_dir = out or run_dir / "export"
-    paths = export_run(run_dir, out=out_dir, target=target, tflm_root=tflm_root, name=name)
-    console.print(f"wrote {len(paths)} files under {out_dir} (C array + firmware project for {target})")
+    paths = export_run(run_dir, out=out_dir, target=target, tflm_root=tflm_root, name=name, detector=detector)
+    console.print(f"wrote {len(paths)} files under {out_dir} (C array + firmware project for {target}"
+                  + (", detector bundled: frame -> decision, one shared arena)" if detector else ")"))
 
 
 @app.command()
@@ -234,6 +238,9 @@ def firmware(
     kernels: Annotated[str, typer.Option(help="cmsis_nn | reference.")] = "cmsis_nn",
     cache: Annotated[Path | None, typer.Option(
         "--cache", help="Compiled-TFLM cache (default: ~/.cache/atalaia/tflm).")] = None,
+    detector: Annotated[Path | None, typer.Option(
+        "--detector", help="Bundle a detection run's detector (face runs): frame -> decision, one shared arena.")
+                        ] = None,
 ) -> None:
     """Build the int8 model's bare-metal firmware (arm-none-eabi-gcc, only the kernels it uses), optionally run
     it in QEMU; writes RUN/firmware/<target>/firmware.json (linked sizes, bit-exact, instructions, est. ms)."""
@@ -242,7 +249,7 @@ def firmware(
 
     p = get_part(part) if part else None
     rec, path = build_firmware(run_dir, target=target, tflm_root=tflm_root, emulate=emulate, part=part,
-                               kernels=kernels, cache_dir=cache)
+                               kernels=kernels, cache_dir=cache, detector=detector)
     s = rec["sizes"]
     console.print(f"{target} firmware: flash {s['flash_bytes']:,} B (linked; "
                   f"{s.get('flash_without_self_test_bytes', 0):,} B without the self-test data), "
@@ -260,6 +267,12 @@ def firmware(
         if "face" in rec:
             console.print(f"face access control on the emulated MCU: {rec['face']['probes']} decisions, "
                           f"equal to the host's: {'yes' if rec['face']['decisions_equal_host'] else 'NO'}")
+        if "frame" in rec:
+            fa = rec["frame"]["arena"] or {}
+            console.print(f"frame -> decision on the emulated MCU: {rec['frame']['frames']} frames, equal to the "
+                          f"host's: {'yes' if rec['frame']['decisions_equal_host'] else 'NO'}; one arena of "
+                          f"{fa.get('shared_bytes')} B (detector used {fa.get('detector_used_bytes')} B, "
+                          f"recogniser {fa.get('recogniser_used_bytes')} B)")
     console.print(f"wrote {path}")
 
 

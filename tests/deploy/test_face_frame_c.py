@@ -146,3 +146,42 @@ int main(void) {{
     assert at == len(lines) and decided >= 4  # most fixture frames gave the (random) detector a face
     grants = [py["decision"].granted for py in cases if py["faces"]]
     assert any(grants) and not all(grants)  # both verdicts are compared
+
+
+@pytest.mark.slow  # shares the session's tiny models (see above); the checks take ~3 s
+def test_export_bundles_the_detector_with_one_shared_arena(frame_models, tmp_path):
+    """`export --detector`: both C arrays, detector_model.h, the frame module and the frame demo in the ESP-IDF
+    project, ONE arena = the larger measured arena + margin; TFLM (the firmware's runtime) loads and invokes each
+    model in exactly that many bytes, and not both in the smaller model's arena (the check can fail)."""
+    from atalaia.api import export, load_run_model
+    from atalaia.deploy.firmware import arena_with_margin
+    from atalaia.deploy.tflm import check_shared_arena, check_tflm
+    from atalaia.errors import DeployError
+
+    model = load_run_model(frame_models["face_run"], detector=frame_models["det_run"])
+    det, rec = check_tflm(frame_models["det_blob"]), check_tflm(frame_models["rec_blob"])
+    shared = model.frame.shared_arena_bytes(model.arena_bytes)
+    assert shared == arena_with_margin(max(det.arena_bytes, rec.arena_bytes))
+    used = check_shared_arena([frame_models["det_blob"], frame_models["rec_blob"]], shared)
+    assert used[0] <= shared and used[1] <= shared and max(used) >= max(det.arena_min_bytes, rec.arena_min_bytes) - 64
+    small = min(det, rec, key=lambda r: r.arena_bytes)
+    big = max(det, rec, key=lambda r: r.arena_bytes)
+    if big.arena_min_bytes > small.arena_min_bytes + 64:
+        with pytest.raises(DeployError, match="does not load"):
+            check_shared_arena([frame_models["det_blob"], frame_models["rec_blob"]], small.arena_min_bytes)
+    out = tmp_path / "export"
+    paths = {p.relative_to(out).as_posix() for p in export(frame_models["face_run"], out=out, target="esp32s3",
+                                                           detector=frame_models["det_run"])}
+    main = "esp-idf-esp32s3/main/"
+    need = {"detector_data.cc", "detector_model.h", "face_model.h", *[main + n for n in (
+        "detector_data.cc", "detector_model.h", "frame_test.h", "atalaia_face_frame.c", "atalaia_face_detect.c",
+        "atalaia_face.c", "model_data.cc")]}
+    assert need <= paths, need - paths
+    core = (out / main / "atalaia_core.cc").read_text()
+    assert f"#define ATALAIA_ARENA_BYTES {shared}" in core and "FrameDemo(interpreter)" in core
+    assert "g_detector" in core and core.count("atalaia_tensor_arena[kArenaSize]") == 1  # one arena
+    cmake = (out / "esp-idf-esp32s3" / "main" / "CMakeLists.txt").read_text()
+    assert '"atalaia_face_frame.c"' in cmake and '"detector_data.cc"' in cmake
+    assert f"ONE tensor arena of {shared} bytes" in (out / "esp-idf-esp32s3" / "README.md").read_text()
+    plain = load_run_model(frame_models["face_run"])
+    assert plain.frame is None
