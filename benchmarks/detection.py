@@ -150,14 +150,170 @@ def alignment_cost(run_dir: Path, frames_root: Path, ids_file: Path, score_thres
     return out
 
 
+def _matched(test, dets_of, score_threshold: float):
+    """(frame, label index, detector's 5 points) for every labelled test face the detector finds (IoU >= 0.5 at the
+    operating threshold, greedy by label order as above), and the number of labelled faces."""
+    out, n_faces = [], 0
+    for f, gb in enumerate(test.boxes):
+        b, s, lm = dets_of(f)
+        keep = s >= score_threshold
+        b, lm = b[keep], lm[keep]
+        used = np.zeros(len(b), bool)
+        for k in range(len(gb)):
+            n_faces += 1
+            if not len(b):
+                continue
+            ov = np.where(used, -1.0, iou(gb[k], b))
+            best = int(np.argmax(ov))
+            if ov[best] >= 0.5:
+                used[best] = True
+                out.append((f, k, lm[best]))
+    return out, n_faces
+
+
+def student_alignment_cost(det_run: Path, face_run: Path, frames_root: Path, ids_file: Path, seed: int) -> dict:
+    """The alignment cost to the int8 student (LiteRT), on the device's own path: each test frame goes through
+    `face.frame.FrameDetector` (letterbox, int8 detector, decode) exactly as `atalaia access check --detector`;
+    for every labelled face it finds, three chips at the student's input (size, crop): one-warp from dlib's 5
+    points (the labels), one-warp from the detector's 5 points (the device), and the training pipeline's chip
+    (dlib get_face_chip 150 -> LANCZOS 112 -> crop -> LANCZOS size). Cosines between their embeddings (mirror
+    TTA as the model was measured), and pairs accuracy at the student's LFW best-accuracy threshold (chosen on
+    LFW pairs in the face run, NOT on these pairs) and AUC, per alignment."""
+    import dlib
+
+    from atalaia.data.align import resize_lanczos
+    from atalaia.data.dataset import mirrored, to_float
+    from atalaia.deploy.tflite import TFLiteRunner
+    from atalaia.evaluate.verification import mirror_fuse
+    from atalaia.face.access import load_detector
+    from atalaia.face.data import grey_resize
+
+    det = load_detector(det_run)
+    rf = RunFolder(face_run)
+    facts = json.loads(rf.path("int8_litert", "face_model.json").read_text())
+    runner = TFLiteRunner(rf.path("int8_litert", "model.tflite").read_bytes())
+    size, crop = int(facts["input_size"]), float(facts["crop"])
+    test = load_frames(frames_root, splits=("test",))
+    t0 = time.perf_counter()
+    cache = [det.detect(img)[0] for img in test.images]
+    det_s = time.perf_counter() - t0
+    matched, n_faces = _matched(test, lambda f: (cache[f].boxes, cache[f].scores, cache[f].landmarks),
+                                det.score_threshold)
+    ident: dict[str, int] = {}
+    if ids_file.is_file():
+        with open(ids_file, newline="") as fh:
+            ident = {r["celeba_image"]: int(r["identity"]) for r in csv.DictReader(fh)}
+    chips: dict[str, list] = {"label_points": [], "detector_points": [], "dlib_get_face_chip": []}
+    who = []
+    for f, k, dlm in matched:
+        img, glm = test.images[f], test.landmarks[f][k]
+        chips["label_points"].append(align_chip(img, glm, size, crop))
+        chips["detector_points"].append(align_chip(img, dlm, size, crop))
+        rect = dlib.rectangle(0, 0, img.shape[1] - 1, img.shape[0] - 1)
+        shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in glm])
+        c150 = np.asarray(dlib.get_face_chip(np.repeat(img[..., None], 3, 2), shape, size=150, padding=0.25))
+        chips["dlib_get_face_chip"].append(grey_resize(resize_lanczos(c150, 112)[None], size, crop)[0, ..., 0])
+        name = test.names[f]
+        who.append(ident.get(name.split("/", 1)[1], -1) if name.startswith("celeba/") and len(test.boxes[f]) == 1
+                   else -1)
+
+    def embed(c: list) -> np.ndarray:
+        x = to_float(np.stack(c)[..., None])
+        e = runner.predict(x)
+        if facts.get("mirror_tta"):
+            e = mirror_fuse(e, runner.predict(mirrored(x)))
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    t0 = time.perf_counter()
+    emb = {k: embed(v) for k, v in chips.items()}
+    embed_s = time.perf_counter() - t0
+
+    def stats(a: np.ndarray, b: np.ndarray) -> dict:
+        c = np.sum(a * b, 1)
+        return {"mean": float(c.mean()), "median": float(np.median(c)), "p10": float(np.percentile(c, 10)),
+                "min": float(c.min())}
+
+    th = float(facts["threshold_lfw_accuracy"])
+    out = {"recogniser": f"int8 student of {face_run} (LiteRT), {size}x{size} grey, crop {crop}, mirror TTA "
+                         f"{bool(facts.get('mirror_tta'))}",
+           "detector": f"int8 detector of {det_run} through face.frame (the access-check path), score threshold "
+                       f"{det.score_threshold:g}",
+           "faces_labelled": n_faces, "faces_aligned": len(matched),
+           "cosine_detector_vs_label_points": stats(emb["detector_points"], emb["label_points"]),
+           "cosine_detector_vs_dlib_get_face_chip": stats(emb["detector_points"], emb["dlib_get_face_chip"]),
+           "cosine_dlib_get_face_chip_vs_label_points": stats(emb["dlib_get_face_chip"], emb["label_points"]),
+           "detect_seconds": round(det_s, 1), "embed_seconds": round(embed_s, 1)}
+    known = [i for i, w in enumerate(who) if w >= 0]
+    if known:
+        a, b, same = _pairs([who[i] for i in known], seed)
+        a, b = np.array(known)[a], np.array(known)[b]
+        ver = {}
+        for name, e in emb.items():
+            cos = np.sum(e[a] * e[b], 1)
+            ver[name] = {"accuracy_at_lfw_threshold": float(np.mean((cos >= th) == (same == 1))),
+                         "auc": _auc(cos, same)}
+        out["pairs"] = {"same": int(same.sum()), "different": int((same == 0).sum()),
+                        "identities": len({who[i] for i in known}),
+                        "threshold": th,
+                        "protocol": "the same test-split CelebA pairs as the dlib teacher's block (identities from "
+                                    "identity_CelebA.txt); cosine threshold = the student's LFW best-accuracy "
+                                    "threshold (threshold_lfw_accuracy of face_model.json, chosen on LFW pairs, not "
+                                    "tuned on these pairs)",
+                        "by_alignment": ver}
+    return out
+
+
+def frame_to_decision(det_run: Path, face_run: Path, q: dict, hw: list) -> dict:
+    """Frame -> decision cost with the real models: MACs and est. latency (detector + recogniser inferences per
+    face) from the two runs' reports, and the sequential peak RAM with the one shared arena the firmware links,
+    measured: both models load and invoke in TFLM in exactly that many bytes (`check_shared_arena`)."""
+    from atalaia.deploy.firmware import ARENA_MARGIN_BYTES, arena_with_margin
+    from atalaia.deploy.tflm import check_shared_arena
+
+    rep = json.loads((face_run / "report.json").read_text())
+    rec = next(s for s in rep["stages"] if s["stage"] == "int8_litert")
+    facts = json.loads(RunFolder(face_run).path("int8_litert", "face_model.json").read_text())
+    n_inf = 2 if facts.get("mirror_tta") else 1
+    det_blob = _stage_file(det_run, "int8", "model.tflite").read_bytes()
+    rec_blob = RunFolder(face_run).path("int8_litert", "model.tflite").read_bytes()
+    shared = arena_with_margin(max(q["arena_bytes"], rec["arena_bytes"]))
+    used = check_shared_arena([det_blob, rec_blob], shared)
+    frame_bytes = 192 * 144  # the largest face_frames frame (longest side 192, 4:3), kept for the alignment warp
+    gallery_bytes = 64 * int(facts["embedding_dim"]) * 4 + 64 * 2 + 4  # atalaia_gallery_t, 64 templates
+    peak = shared + frame_bytes + gallery_bytes
+    return {
+        "recogniser": f"{rec['model']} int8 ({face_run}), {n_inf} inference(s) per face"
+                      + (" (mirror TTA)" if n_inf == 2 else ""),
+        "macs": int(q["macs"] + n_inf * rec["macs"]),
+        "macs_detector": int(q["macs"]), "macs_recogniser_per_face": int(n_inf * rec["macs"]),
+        "est_latency_ms": {t: round(q["est_latency_ms"][t] + n_inf * rec["est_latency_ms"][t], 1)
+                           for t in q["est_latency_ms"] if t in (rec.get("est_latency_ms") or {})},
+        "est_latency_note": "est.: the sum of the two models' MAC-based estimates (decode, NMS and the alignment "
+                            "warp are not in the MACs)",
+        "shared_arena": {"detector_measured_bytes": int(q["arena_bytes"]),
+                         "recogniser_measured_bytes": int(rec["arena_bytes"]),
+                         "linked_bytes": shared, "margin_bytes": ARENA_MARGIN_BYTES,
+                         "used_in_shared_bytes": {"detector": used[0], "recogniser": used[1]},
+                         "how": "both int8 models loaded and invoked in the TFLM runtime with exactly linked_bytes "
+                                "(the firmware re-creates the interpreter in the one arena at each switch)"},
+        "peak_ram_bytes": int(peak),
+        "peak_ram_note": f"shared arena {shared} B + one grey camera frame 192x144 ({frame_bytes} B, kept for the "
+                         f"alignment warp; letterbox and chip are written straight into the input tensors) + a "
+                         f"64-template gallery ({gallery_bytes} B); stack and the interpreter object not counted",
+        "under_200KB": bool(peak <= 200 * 1024)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run-dir", default="runs/detection")
     ap.add_argument("--frames", default=str(SHARED / "face_frames"))
     ap.add_argument("--celeba-ids", default=str(SHARED / "celeba_subset_299ids" / "labels.csv"))
     ap.add_argument("--lfw-results", default=str(HERE / "results" / "lfw.json"))
+    ap.add_argument("--face-run", default="runs/lfw", help="a finished face run: the int8 student for the "
+                    "alignment cost and the frame -> decision numbers (else lfw.json / the dlib teacher only)")
     ap.add_argument("--out", default=str(HERE / "results" / "detection.json"))
     ap.add_argument("--no-alignment", action="store_true")
+    ap.add_argument("--no-teacher", action="store_true", help="skip the dlib-teacher alignment block (slow)")
     a = ap.parse_args(argv)
     run = Path(a.run_dir)
     rep = json.loads((run / "report.json").read_text())
@@ -183,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
            "stage_seconds": rep.get("timings_s", {}), "recipe_train": rep["recipe"]["train"],
            "machine": {"python": platform.python_version(), "cpus": 2, "note": "2 CPU cores shared by 5 jobs"}}
     lfw_path = Path(a.lfw_results)
-    if lfw_path.is_file():
+    face_run = Path(a.face_run)
+    student = RunFolder(face_run).finished("int8_litert") and (face_run / "report.json").is_file()
+    if student:
+        out["frame_to_decision"] = frame_to_decision(run, face_run, q, hw)
+    elif lfw_path.is_file():
         lfw = json.loads(lfw_path.read_text())
         rec = next(r for r in lfw["rows"] if r["stage"] == "int8_litert")
         n_inf = int(lfw.get("inferences_per_face", 1))
@@ -199,11 +359,15 @@ def main(argv: list[str] | None = None) -> int:
                              "writes the recogniser's input tensor in place; a full camera frame (e.g. QVGA grey "
                              "76,800 B) kept for alignment adds to it",
             "under_200KB": bool(max(q["arena_bytes"], rec["arena_bytes"]) + frame_bytes <= 200 * 1024)}
-    if not a.no_alignment:
+    if student and not a.no_alignment:
+        out["alignment_cost_student"] = student_alignment_cost(run, face_run, Path(a.frames), Path(a.celeba_ids),
+                                                               seed=0)
+    if not a.no_alignment and not a.no_teacher:
         out["alignment_cost"] = alignment_cost(run, Path(a.frames), Path(a.celeba_ids),
                                                out["score_threshold"], seed=0)
     atomic_write_json(Path(a.out), out)
-    print(json.dumps({k: out[k] for k in ("rows", "frame_to_decision", "alignment_cost") if k in out}, indent=1))
+    print(json.dumps({k: out[k] for k in ("rows", "frame_to_decision", "alignment_cost_student", "alignment_cost")
+                      if k in out}, indent=1))
     return 0
 
 
