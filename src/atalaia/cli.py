@@ -409,6 +409,7 @@ def serve(run_dir: _RunArg,
                                                     "frame of each decision in the database (biometric data).")] = False,
           threshold: Annotated[str, typer.Option(help="As for `atalaia access check`.")] = "open_far_1e-2",
           aligned: _AlignedOpt = False,
+          detector: _DetectorOpt = None,
           runtime: Annotated[str, typer.Option(help="litert (default) or tflm (the device's interpreter).")] = "litert",
           recognise_rate: Annotated[float, typer.Option(help="Recognition requests per second allowed per client "
                                                         "address and door (bursts of 4x, at least 20).")] = 5.0,
@@ -425,7 +426,7 @@ def serve(run_dir: _RunArg,
         pw = admin_password_file.read_text().strip()
     doors = door or ["door"]
     cfg = ServeConfig(run_dir=run_dir, db=db, door=doors[0], extra_doors=tuple(doors[1:]), threshold=threshold,
-                      aligned=aligned, runtime=runtime, keep_photos=keep_photos, mqtt_url=mqtt, webhook_url=webhook,
+                      aligned=aligned, detector=detector, runtime=runtime, keep_photos=keep_photos, mqtt_url=mqtt, webhook_url=webhook,
                       admin_password=pw, door_token=os.environ.get("ATALAIA_DOOR_TOKEN"),
                       recognise_rate=recognise_rate, recognise_burst=max(20, int(4 * recognise_rate)))
     cfg, msgs = first_start_secrets(cfg)
