@@ -21,9 +21,8 @@ from atalaia.data.dataset import mirrored, to_float
 from atalaia.data.frames import load_frames
 from atalaia.deploy.carray import detector_header, face_header
 from atalaia.deploy.tflite import TFLiteRunner
-from atalaia.evaluate.detection import decode, dequantize
 from atalaia.face.access import AccessControl, load_detector
-from atalaia.face.frame import letterbox_frame, pick_face
+from atalaia.face.frame import letterbox_frame
 
 C_DIR = Path(__file__).resolve().parents[2] / "src" / "atalaia" / "deploy" / "face_c"
 FRAMES = Path(__file__).resolve().parents[1] / "fixtures" / "frames"
