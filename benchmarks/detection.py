@@ -1,15 +1,19 @@
 """Face detection benchmark (issue 13): a finished `task: detection` run -> benchmarks/results/detection.json.
 
 Usage:
-    python benchmarks/detection.py --run-dir runs/detection [--frames DIR] [--celeba-ids FILE]
-                                   [--out benchmarks/results/detection.json]
+    python benchmarks/detection.py --run-dir runs/detection [--face-run runs/lfw] [--frames DIR]
+                                   [--celeba-ids FILE] [--out benchmarks/results/detection.json] [--no-teacher]
 
 Reports, from the run: AP@0.5, AP@0.5:0.95, recall by face size, landmark NME, false positives per empty frame,
 params, MACs, flash, TFLM arena, est. latency per target, for the float and int8 detectors. All against dlib
 PSEUDO-LABELS (they miss small and profile faces).
 
-Then the alignment cost to the recogniser. No trained face-recognition student run exists on this machine, so
-the recogniser here is dlib's ResNet (the teacher the students are distilled from), on 150x150 grey chips:
+Then the alignment cost to the recogniser, twice. With the int8 student of a finished face run (`--face-run`,
+default runs/lfw; LiteRT): every test frame goes through the access-check frame path (`face.frame`), and each
+labelled face it finds is embedded from three chips at the student's input: one-warp from dlib's 5 points, one-warp
+from the detector's points, and the training pipeline's dlib chip; cosines, and pairs accuracy at the student's
+LFW-chosen threshold (not tuned on these pairs) and AUC (`alignment_cost_student`). And with dlib's ResNet (the
+teacher the students are distilled from), on 150x150 grey chips (`alignment_cost`; `--no-teacher` skips it):
 for every labelled test face the int8 detector finds (IoU >= 0.5 at the operating threshold), a chip aligned
 from dlib's 5 points (the labels) and one from the detector's 5 points, both with the device's one-warp
 bilinear alignment (`face.align5`), are embedded; we report their cosine, and verification on pairs of test
@@ -18,9 +22,10 @@ as many different-person pairs drawn with a fixed seed) at dlib's fixed threshol
 AUC, with each alignment. The chip from dlib's own `get_face_chip` (label points) is also embedded, to show
 what the one-warp resampling alone costs.
 
-Frame to decision: detector MACs + the recogniser's (from benchmarks/results/lfw.json, the int8 student with
-mirror TTA), est. latency per target (sum of the two estimates), and the sequential peak RAM = the larger TFLM
-arena + the detector's input frame buffer (the arenas are reused one after the other).
+Frame to decision: detector MACs + the recogniser's (the face run's int8 student, mirror TTA: two inferences per
+face; its `int8_litert` stage row), est. latency per target (sum of the two estimates), and the sequential peak RAM with the ONE arena the
+exported firmware links (the larger measured arena + margin; both models checked to load and invoke in exactly
+that many bytes in TFLM) + one grey camera frame + the gallery. Without a finished face run: from lfw.json.
 """
 
 from __future__ import annotations
@@ -126,7 +131,8 @@ def alignment_cost(run_dir: Path, frames_root: Path, ids_file: Path, score_thres
 
     cos_det = np.sum(unit(e_label) * unit(e_det), 1)
     cos_dlib = np.sum(unit(e_label) * unit(e_dlib), 1)
-    out = {"recogniser": "dlib ResNet 128-d (teacher; no trained student run on this machine), grey 150x150 chips",
+    out = {"recogniser": "dlib ResNet 128-d (the students' teacher), grey 150x150 chips, on the run's int8 detections "
+                         "(detections.npz)",
            "faces_labelled": n_faces, "faces_aligned": len(det_chips),
            "cosine_detector_vs_label_points": {"mean": float(cos_det.mean()), "median": float(np.median(cos_det)),
                                                "p10": float(np.percentile(cos_det, 10)), "min": float(cos_det.min())},
@@ -270,8 +276,7 @@ def frame_to_decision(det_run: Path, face_run: Path, q: dict, hw: list) -> dict:
     from atalaia.deploy.firmware import ARENA_MARGIN_BYTES, arena_with_margin
     from atalaia.deploy.tflm import check_shared_arena
 
-    rep = json.loads((face_run / "report.json").read_text())
-    rec = next(s for s in rep["stages"] if s["stage"] == "int8_litert")
+    rec = RunFolder(face_run).metrics("int8_litert")["result"]  # the stage's row (verified by its checksums)
     facts = json.loads(RunFolder(face_run).path("int8_litert", "face_model.json").read_text())
     n_inf = 2 if facts.get("mirror_tta") else 1
     det_blob = _stage_file(det_run, "int8", "model.tflite").read_bytes()
@@ -340,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
            "machine": {"python": platform.python_version(), "cpus": 2, "note": "2 CPU cores shared by 5 jobs"}}
     lfw_path = Path(a.lfw_results)
     face_run = Path(a.face_run)
-    student = RunFolder(face_run).finished("int8_litert") and (face_run / "report.json").is_file()
+    student = RunFolder(face_run).finished("int8_litert")
     if student:
         out["frame_to_decision"] = frame_to_decision(run, face_run, q, hw)
     elif lfw_path.is_file():

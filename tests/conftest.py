@@ -99,11 +99,12 @@ def frame_models(tmp_path_factory) -> dict:
 
     arenas = {blob: check_tflm(blob).arena_bytes for blob in (det_blob, rec_blob)}
 
-    def stage(d: Path, blob: bytes, extra: dict, files: dict) -> None:
+    def stage(d: Path, blob: bytes, extra: dict, files: dict, x1: np.ndarray | None = None) -> None:
         d.mkdir(parents=True)
         (d / "model.tflite").write_bytes(blob)
         r = TFLiteRunner(blob)
-        xq = r.quantize_input(rng.uniform(0, 1, (1, *r.input_shape[1:])).astype(np.float32))
+        x1 = rng.uniform(0, 1, (1, *r.input_shape[1:])) if x1 is None else x1
+        xq = r.quantize_input(np.asarray(x1, np.float32))
         np.savez(d / "self_test.npz", input_q=xq[0], output_q=r.predict_raw(xq)[0])
         result = {"arena_bytes": arenas[blob]}
         (d / "metrics.json").write_text(json.dumps({"result": result, "extra": extra}))
@@ -115,7 +116,7 @@ def frame_models(tmp_path_factory) -> dict:
     oq = {"output_quantization": {"scale": det_q.output_scale, "zero_point": det_q.output_zero_point}}
     runs = {}
     for name, thr in (("det_run", 0.5), ("no_face_run", 0.999)):
-        stage(root / name / "int8", det_blob, oq, {})
+        stage(root / name / "int8", det_blob, oq, {}, x[:1])  # self-test input: a letterboxed fixture frame
         (root / name / "recipe.yaml").write_text(f"name: tiny_det\ntask: detection\ndata:\n  image_size: [64, 96]\n  channels: 1\n"
                                                  f"detection:\n  frames_root: frames\n  score_threshold: {thr}\n  nms_iou: 0.4\n")
         runs[name] = root / name

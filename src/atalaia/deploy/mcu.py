@@ -130,8 +130,10 @@ def host_frame_decisions(blob: bytes, facts: dict, frame: FrameBundle, open_far:
     return out
 
 
-def _same_frame_decision(dev: dict, host: dict, tol: float = 1e-4) -> bool:
-    """Same status and face count; box within 1e-3 px (printed in millipixels); same decision (see _same_decision)."""
+def _same_frame_decision(dev: dict, host: dict, tol: float = 2e-3) -> bool:
+    """Same status and face count; box within 1e-3 px (printed in millipixels); same decision (see _same_decision),
+    with a score tolerance `tol` wider than for chips: the C chip equals the Python one within one grey level,
+    not bit for bit, so the embedding may move slightly."""
     if dev["status"] != host["status"] or dev["faces"] != host["faces"]:
         return False
     if host["status"] != 0:
