@@ -82,6 +82,7 @@ def test_c_frame_path_equals_python(frame_models, tmp_path):
 """
     person = {n: i for i, n in enumerate(sorted(set(names)))}
     main = f"""#include <stdio.h>
+#include <string.h>
 #include "atalaia_face_frame.h"
 static int8_t det_in[{det.input_hw[0] * det.input_hw[1]}], rec_in[{size * size}];
 static const int8_t *det_out, *rec_out;
@@ -92,10 +93,15 @@ static void dump(const char* tag, const int8_t* t, int n) {{
   for (int i = 0; i < n; ++i) printf(" %d", t[i]);
   printf("\\n");
 }}
-static const int8_t* invoke(void* u, int model) {{
+static const int8_t* invoke(void* u, int model) {{  /* then scribble on the input, as TFLM may reuse it */
   (void)u;
-  if (model == ATALAIA_MODEL_DETECTOR) {{ dump("det_in", det_in, (int)sizeof(det_in)); return det_out; }}
-  if (rec_calls == 0) dump("rec_in", rec_in, (int)sizeof(rec_in));
+  if (model == ATALAIA_MODEL_DETECTOR) {{
+    dump("det_in", det_in, (int)sizeof(det_in));
+    memset(det_in, 0x55, sizeof(det_in));
+    return det_out;
+  }}
+  dump(rec_calls == 0 ? "rec_in" : "rec_mirror_in", rec_in, (int)sizeof(rec_in));
+  memset(rec_in, 0x55, sizeof(rec_in));
   return rec_out + {16} * rec_calls++;
 }}
 {_floats("templates", mat)}static const int16_t who[{len(names)}] = {{{', '.join(str(person[n]) for n in names)}}};
@@ -127,7 +133,10 @@ int main(void) {{
         if py["faces"]:
             chip = np.array(lines[at].split()[1:], int)
             assert lines[at].startswith("rec_in") and np.abs(chip - py["chip_q"]).max() <= 1  # the same chip
-            at += 1
+            mirror = np.array(lines[at + 1].split()[1:], int)
+            want = py["chip_q"].reshape(size, size)[:, ::-1].reshape(-1)  # the mirrored pass sees the chip again
+            assert lines[at + 1].startswith("rec_mirror_in") and np.abs(mirror - want).max() <= 1
+            at += 2
         assert lines[at].startswith("result")
         r = lines[at].split()[1:]
         at += 1

@@ -30,15 +30,9 @@ static void quantize_chip_(int8_t* t) {  // in place: the chip's grey levels (as
   }
 }
 
-static void mirror_in_place_(int8_t* t) {
-  const int s = ATALAIA_FACE_INPUT_SIZE;
-  for (int y = 0; y < s; ++y)
-    for (int a = 0, b = s - 1; a < b; ++a, --b) {
-      int8_t v = t[y * s + a];
-      t[y * s + a] = t[y * s + b];
-      t[y * s + b] = v;
-    }
-}
+// The recogniser's input, kept here: TFLM may reuse the input tensor's memory for activations during Invoke,
+// so the mirrored pass (ATALAIA_FACE_MIRROR_TTA) must not read the chip back from the tensor.
+static int8_t chip_q_[ATALAIA_FACE_INPUT_SIZE * ATALAIA_FACE_INPUT_SIZE];
 
 int atalaia_face_frame_embedding(const uint8_t* frame, int w, int h, const atalaia_models_t* m, float* embedding,
                                  atalaia_frame_result_t* out) {
@@ -61,19 +55,18 @@ int atalaia_face_frame_embedding(const uint8_t* frame, int w, int h, const atala
   in = m->input(m->user, ATALAIA_MODEL_RECOGNISER);  // the detector's tensors are gone from here on
   if (in == 0) return out->status = ATALAIA_FRAME_ERROR;
   atalaia_align_chip(frame, w, h, (const double(*)[2])out->face.points, ATALAIA_FACE_INPUT_SIZE,
-                     (double)ATALAIA_FACE_CROP, (uint8_t*)in);
-  quantize_chip_(in);
+                     (double)ATALAIA_FACE_CROP, (uint8_t*)chip_q_);
+  quantize_chip_(chip_q_);
+  memcpy(in, chip_q_, sizeof(chip_q_));
   const int8_t* e = m->invoke(m->user, ATALAIA_MODEL_RECOGNISER);
   if (e == 0) return out->status = ATALAIA_FRAME_ERROR;
   static int8_t plain[ATALAIA_FACE_EMBEDDING_DIM];
   memcpy(plain, e, ATALAIA_FACE_EMBEDDING_DIM);
   const int8_t* mirror = 0;
 #if ATALAIA_FACE_MIRROR_TTA
-  mirror_in_place_(in);
+  atalaia_face_mirror_input(chip_q_, in);
   mirror = m->invoke(m->user, ATALAIA_MODEL_RECOGNISER);
   if (mirror == 0) return out->status = ATALAIA_FRAME_ERROR;
-#else
-  (void)mirror_in_place_;
 #endif
   if (atalaia_face_embedding(plain, mirror, embedding) != 0) return out->status = ATALAIA_FRAME_ERROR;
   return out->status = ATALAIA_FRAME_OK;
