@@ -310,6 +310,29 @@ def frame_to_decision(det_run: Path, face_run: Path, q: dict, hw: list) -> dict:
         "under_200KB": bool(peak <= 200 * 1024)}
 
 
+def emulated_firmware(det_run: Path, face_run: Path, tflm_root: Path) -> dict:
+    """`export --detector` built for a Cortex-M4 and run in QEMU (`firmware_for_model`, project under
+    benchmarks/.work): the arena each model used in the ONE linked arena on the target (CMSIS-NN kernels), the
+    frame demo's decisions against the host's, and the recogniser's instructions per Invoke (emulated)."""
+    from atalaia.api import load_run_model
+    from atalaia.deploy.mcu import firmware_for_model
+
+    m = load_run_model(face_run, detector=det_run)
+    t0 = time.perf_counter()
+    rec = firmware_for_model(m.blob, stored_input_q=m.stored_input_q, arena_bytes=m.arena_bytes, target="cortex-m4",
+                             tflm_root=tflm_root, work_dir=HERE / ".work" / "detection_firmware", emulate=True,
+                             face_facts=m.face_facts, frame=m.frame)
+    fr = rec["frame"]
+    return {"target": f"cortex-m4, {rec['qemu']['machine']} in QEMU, CMSIS-NN kernels; measured (emulated)",
+            "seconds": round(time.perf_counter() - t0, 1),
+            "linked_arena_bytes": rec["arena"]["linked_bytes"], "arena_used_on_target": fr["arena"],
+            "frame_decisions_equal_host": fr["decisions_equal_host"], "frames": fr["device"],
+            "recogniser_self_test_bit_exact": rec["self_test"]["bit_exact"],
+            "flash_bytes_linked": rec["sizes"]["flash_bytes"], "ram_bytes_linked": rec["sizes"]["ram_bytes"],
+            "recogniser_instructions_per_invoke": rec["instructions"]["per_invoke"],
+            "note": "the demo frames are the detector run's stored self-test frame (enrolled) and its mirror image"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run-dir", default="runs/detection")
@@ -320,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                     "alignment cost and the frame -> decision numbers (else lfw.json / the dlib teacher only)")
     ap.add_argument("--out", default=str(HERE / "results" / "detection.json"))
     ap.add_argument("--no-alignment", action="store_true")
+    ap.add_argument("--emulate", default=None, metavar="TFLM_ROOT",
+                    help="also build the bundled firmware for a Cortex-M4 and run it in QEMU (a TFLM tree)")
     ap.add_argument("--no-teacher", action="store_true", help="skip the dlib-teacher alignment block (slow)")
     a = ap.parse_args(argv)
     run = Path(a.run_dir)
@@ -366,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                              "writes the recogniser's input tensor in place; a full camera frame (e.g. QVGA grey "
                              "76,800 B) kept for alignment adds to it",
             "under_200KB": bool(max(q["arena_bytes"], rec["arena_bytes"]) + frame_bytes <= 200 * 1024)}
+    if student and a.emulate:
+        out["firmware_emulated"] = emulated_firmware(run, face_run, Path(a.emulate))
     if student and not a.no_alignment:
         out["alignment_cost_student"] = student_alignment_cost(run, face_run, Path(a.frames), Path(a.celeba_ids),
                                                                seed=0)
