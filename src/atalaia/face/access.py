@@ -162,6 +162,7 @@ class AccessControl:
         if aligned and detector is not None:
             raise AtalaiaError("--aligned (chips) and --detector (frames) exclude each other: pick one")
         self.detector = (load_detector(detector, runtime) if isinstance(detector, str | Path) else detector)
+        self._detector_lock = threading.Lock()  # one detector interpreter: one frame at a time (the service)
         self.door = door
         self.outbox = outbox
         self.state_dir = Path(state_dir) if state_dir else Path(run_dir) / "access"
@@ -293,7 +294,8 @@ class AccessControl:
         except DataError as e:
             raise DataError(str(e).replace(str(src), label)) from None
         read_ms = 1e3 * (time.perf_counter() - t0)
-        face = self.detector.face(frame, size, crop)
+        with self._detector_lock:
+            face = self.detector.face(frame, size, crop)
         if face is None:
             raise DataError(f"no face found in {label} (no detection above the detector's score threshold "
                             f"{self.detector.score_threshold:g})")
