@@ -139,8 +139,8 @@ def load_run_model(run_dir: str | Path, *, detector: str | Path | None = None) -
         stored = np.asarray(test["input_q"])
     face = json.loads(run.path(stage, "face_model.json").read_text()) if run.has(stage, "face_model.json") else None
     if detector is not None and face is None:
-        raise AtalaiaError(f"--detector bundles a face detector with a face (verification) run; '{run_dir}' is a "
-                           f"'{stage}' classification run")
+        raise AtalaiaError(f"--detector bundles a face detector with a face (verification) run; '{run_dir}' has no "
+                           f"face model ({stage}/face_model.json): pass a run of recipes/lfw.yaml")
     return RunModel(blob=run.path(stage, "model.tflite").read_bytes(),
                     arena_bytes=int(run.metrics(stage)["result"]["arena_bytes"]), stored_input_q=stored,
                     face_facts=face, stage=stage,
