@@ -193,3 +193,7 @@ def test_export_bundles_the_detector_with_one_shared_arena(frame_models, tmp_pat
     assert f"ONE tensor arena of {shared} bytes" in (out / "esp-idf-esp32s3" / "README.md").read_text()
     plain = load_run_model(frame_models["face_run"])
     assert plain.frame is None
+    from atalaia.errors import AtalaiaError
+
+    with pytest.raises(AtalaiaError, match="has no face model"):  # a detector goes with a face run only
+        load_run_model(frame_models["det_run"], detector=frame_models["det_run"])
