@@ -49,6 +49,14 @@ def run(
                   wide=wide)
 
 
+def _import_tensorflow() -> None:
+    """Import TensorFlow with its native start-up banners (written to fd 2 by two libraries, whatever
+    TF_CPP_MIN_LOG_LEVEL says) silenced, so a command's stderr holds our one-line error and nothing else."""
+    from atalaia.ioutil import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+
+
 def _validate_run(recipe: Path | None, out: Path | None, set_: list[str] | None):
     """Recipe parse and ranges, output folder, dataset listing and image headers: each mistake is one line
     (exit 2) before any heavy import, and nothing is created."""
@@ -216,6 +224,7 @@ def export(
 ) -> None:
     """Write the int8 model as a C array and a firmware project (ESP-IDF or bare-metal Cortex-M) that runs
     8 self-test inputs against the host's outputs (and, with --detector, the frame -> decision path)."""
+    _import_tensorflow()
     from atalaia.api import export as export_run
 
     out_dir = out or run_dir / "export"
@@ -244,6 +253,7 @@ def firmware(
 ) -> None:
     """Build the int8 model's bare-metal firmware (arm-none-eabi-gcc, only the kernels it uses), optionally run
     it in QEMU; writes RUN/firmware/<target>/firmware.json (linked sizes, bit-exact, instructions, est. ms)."""
+    _import_tensorflow()
     from atalaia.api import firmware as build_firmware
     from atalaia.deploy.targets import get_part
 
@@ -318,6 +328,7 @@ def _access(run_dir: Path, state: Path | None, aligned: bool = False, threshold:
             db: str | None = None, detector: Path | None = None, align: str | None = None, runtime: str = "litert",
             images: bool = False):
     """The app; with `images`, one of --aligned / --detector / --align dlib must say how faces are found."""
+    _import_tensorflow()
     from atalaia.face.access import AccessControl
 
     if align not in (None, "dlib"):
@@ -417,6 +428,7 @@ def serve(run_dir: _RunArg,
               help="File with the admin password (or set ATALAIA_ADMIN_PASSWORD); random and printed once if "
                    "neither is given on a new store.")] = None) -> None:
     """The door-access web service: page + API (enrol, recognise, door mode, people, log, model card), MQTT."""
+    _import_tensorflow()
     from atalaia.serve.app import ServeConfig, first_start_secrets, run_server
 
     pw = os.environ.get("ATALAIA_ADMIN_PASSWORD")
