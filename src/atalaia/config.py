@@ -170,6 +170,7 @@ class FaceConfig:
     loss: FaceLossConfig = field(default_factory=FaceLossConfig)
     finetune_lr_scale: float = 0.3  # channel-pruning fine-tune learning rate = train.learning_rate * this
     min_images_per_identity: int = 2  # fewer -> the chips are used unlabelled (KD only)
+    exclude_lfw_overlap: bool = True  # leave out the identities of each set's lfw_overlap.csv (LFW people)
     max_train_chips: int | None = None  # subsample for quick runs / tests (None = all)
     teacher_embeddings: str = "stored"  # stored (dlib_resnet128.npz beside the chips, dlib for the rest) | recompute
     enrol_per_identity: int = 5  # open-set: templates enrolled per person

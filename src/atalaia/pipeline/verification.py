@@ -125,7 +125,8 @@ class VerificationPlan(Plan):
                  f"({time.perf_counter() - t0:.1f} s)")
         self.chips = load_training_chips([self._path(p) for p in f.train_sets], self.size, cache_dir=self.cache_dir,
                                          crop=f.crop, min_images_per_identity=f.min_images_per_identity,
-                                         max_train_chips=f.max_train_chips, seed=r.seed, log=self.log)
+                                         max_train_chips=f.max_train_chips, seed=r.seed, log=self.log,
+                                         exclude_lfw_overlap=f.exclude_lfw_overlap)
         i = self.chips.info
         self.log(f"[data] training: {i['chips']} chips, {i['identities']} identities, {i['unlabelled']} unlabelled")
         self._models: dict[str, keras.Model] = {}
