@@ -146,6 +146,7 @@ class FaceLossConfig:
     anchor_kd_weight: float = 0.0  # KD of the similarity to every training identity's centroid (0 = off)
     anchor_kd_scale: float = 10.0  # 1 / temperature of that softmax
     images_per_identity: int = 0  # K >= 2: batches of batch_size / K identities x K chips; 0 = random batches
+    sampling: str = "uniform"  # uniform: every chip once per epoch | balanced: every identity equally often
     augment: bool = True
     warmup_epochs: float = 1.0
 
@@ -487,6 +488,7 @@ def validate(r: Recipe) -> None:
         (r.face.loss.images_per_identity == 0 or 2 <= r.face.loss.images_per_identity <= r.train.batch_size,
          "face.images_per_identity must be 0 (random batches) or in [2, train.batch_size]"),
         (r.face.loss.head_init in ("teacher", "random"), "face.head_init must be teacher or random"),
+        (r.face.loss.sampling in ("uniform", "balanced"), "face.sampling must be uniform or balanced"),
         (r.face.student_head in ("gdc", "gap"), "face.student_head must be gdc or gap"),
         (r.face.teacher_embeddings in ("stored", "recompute"), "face.teacher_embeddings must be stored or recompute"),
         (r.face.enrol_per_identity >= 1 and r.face.open_set_min_images > r.face.enrol_per_identity,
