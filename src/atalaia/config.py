@@ -147,6 +147,7 @@ class FaceLossConfig:
     anchor_kd_scale: float = 10.0  # 1 / temperature of that softmax
     images_per_identity: int = 0  # K >= 2: batches of batch_size / K identities x K chips; 0 = random batches
     sampling: str = "uniform"  # uniform: every chip once per epoch | balanced: every identity equally often
+    consistent_views: int = 0  # K > 0: K fixed augmented views per chip with dlib's embedding of each (cached)
     augment: bool = True
     warmup_epochs: float = 1.0
 
@@ -489,6 +490,7 @@ def validate(r: Recipe) -> None:
          "face.images_per_identity must be 0 (random batches) or in [2, train.batch_size]"),
         (r.face.loss.head_init in ("teacher", "random"), "face.head_init must be teacher or random"),
         (r.face.loss.sampling in ("uniform", "balanced"), "face.sampling must be uniform or balanced"),
+        (0 <= r.face.loss.consistent_views <= 64, "face.consistent_views must be in [0, 64] (0 = off)"),
         (r.face.student_head in ("gdc", "gap"), "face.student_head must be gdc or gap"),
         (r.face.teacher_embeddings in ("stored", "recompute"), "face.teacher_embeddings must be stored or recompute"),
         (r.face.enrol_per_identity >= 1 and r.face.open_set_min_images > r.face.enrol_per_identity,

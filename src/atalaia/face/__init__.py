@@ -3,6 +3,8 @@
 - `atalaia.face.data`: chip sets (labels.csv + chips + stored dlib embeddings), grey, resized to the student.
 - `atalaia.face.train`: the student (`build_student`) and its training (`train_embedding`): CosFace/ArcFace
   margin head + cosine KD (through a learned projection when dims differ) + relational KD.
+- `atalaia.face.views`: consistent teaching: K cached augmented views per chip, each with dlib's embedding.
+- `atalaia.face.makeset`: a user's aligned chips -> a chip set (labels.csv + dlib embeddings), `atalaia make-set`.
 - `atalaia.face.evalset`: the LFW pairs / open-set evaluation set and `verification_summary`.
 - `atalaia.face.teacher`: training chips with teacher targets, the teacher's LFW embeddings and costs.
 - `atalaia.face.access`: the door-access case study on a finished run (an application of a run, not a
@@ -10,4 +12,4 @@
 The plan that runs them is `atalaia.pipeline.verification`.
 """
 
-__all__ = ["access", "data", "evalset", "teacher", "train"]
+__all__ = ["access", "data", "evalset", "makeset", "teacher", "train", "views"]

@@ -29,6 +29,8 @@ its raw embeddings); the student simply learns the centred space.
 Augmentation (training only, in-graph): horizontal flip, a random crop of 88-100 % of the side shifted by up to
 4 % and resized back, brightness/contrast jitter. It is mild on purpose: the teacher embedding was computed on
 the un-augmented chip, and a face flipped or shifted by a few pixels keeps the same dlib embedding (~0.05 L2).
+`face.loss.consistent_views` = K > 0 removes that mismatch instead: K fixed views per chip made with the same
+ranges, each with dlib's own embedding (`atalaia.face.views`), and no in-graph augmentation.
 
 The student is `atalaia.models.students.ds_cnn` (the registry's MCU student, dropout off) cut at its linear
 `embedding` layer: a plain chain, so `atalaia.compress.prune.channel_prune` can narrow it.
@@ -172,13 +174,19 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
                     warmup_epochs: float | None = None,
                     progress: Callable[[int], None] | None = None,
                     log: Callable[[str], None] | None = None,
-                    init_head: np.ndarray | None = None, init_proj: np.ndarray | None = None) -> TrainLog:
+                    init_head: np.ndarray | None = None, init_proj: np.ndarray | None = None,
+                    views: np.ndarray | None = None, view_targets: np.ndarray | None = None) -> TrainLog:
     """Train `student` (an embedding model) in place. images (N, S, S, C) uint8; labels (N,) int (-1 =
     unlabelled); teacher_emb (N, 128) float32, NaN rows = no teacher target (KD masked for that chip).
     Returns the per-epoch loss log. BatchNorm statistics are recalibrated on un-augmented data at the end.
 
     `loss` is the recipe's `face.loss` and `train` its `train` section, used as they are; `epochs`,
-    `learning_rate` and `warmup_epochs` override them for a fine-tune (the channel-pruning stage)."""
+    `learning_rate` and `warmup_epochs` override them for a fine-tune (the channel-pruning stage).
+
+    Consistent teaching (`atalaia.face.views`): `views` (N, K, S, S, C) uint8 and `view_targets` (N, K, 128)
+    replace the chip and its teacher embedding: each step shows one random view of each chip against the
+    teacher's embedding of that view, with no further augmentation (it would break the match). The KD
+    targets, their centring and the anchor centroids then all come from the view embeddings."""
     import keras
     import tensorflow as tf
 
@@ -195,6 +203,14 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
         raise RecipeError("no training chips")
     labels = np.asarray(labels, np.int64)
     teacher, t_ok = kd_targets(teacher_emb, center=loss.center_teacher)
+    consistent = views is not None
+    if consistent:
+        if view_targets is None or len(views) != n or tuple(view_targets.shape[:2]) != tuple(views.shape[:2]):
+            raise RecipeError(f"consistent views {None if views is None else views.shape} need targets of the same "
+                              f"(N, K) for the {n} chips; got {None if view_targets is None else view_targets.shape}")
+        k_views = int(views.shape[1])
+        vt, v_ok = kd_targets(np.asarray(view_targets).reshape(n * k_views, -1), center=loss.center_teacher)
+        vt, v_ok = vt.reshape(n, k_views, -1), v_ok.reshape(n, k_views)
     use_ce = loss.margin != "none" and loss.ce_weight > 0 and num_classes >= 2
     d = int(student.outputs[0].shape[-1])
     td = teacher.shape[1]
@@ -203,8 +219,10 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
     use_proj = loss.kd_projection or d != td
     proj = tf.Variable(tf.random.normal((d, td), stddev=1.0 / math.sqrt(d), seed=seed + 1), name="kd_proj")
     cent = np.zeros((td, max(num_classes, 2)), np.float32)
-    ok = (labels >= 0) & t_ok
-    np.add.at(cent.T, labels[ok], teacher[ok])
+    c_lab, c_t, c_ok = (np.repeat(labels, k_views), vt.reshape(n * k_views, -1), v_ok.reshape(-1)) if consistent \
+        else (labels, teacher, t_ok)
+    ok = (c_lab >= 0) & c_ok
+    np.add.at(cent.T, c_lab[ok], c_t[ok])
     cent /= np.maximum(np.linalg.norm(cent, axis=0, keepdims=True), 1e-6)
     if use_ce and loss.head_init == "teacher" and not use_proj and d == td:
         head.assign(cent)
@@ -229,7 +247,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
     @tf.function(reduce_retracing=True)
     def step(xb, yb, tb, tmask):
         x = tf.cast(xb, tf.float32) / 255.0
-        if loss.augment:
+        if loss.augment and not consistent:
             x = _augment(tf, x, seed_gen)
         with tf.GradientTape() as tape:
             e = student(x, training=True)
@@ -290,7 +308,11 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
         nb = 0
         for s in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
             idx = order[s : s + batch_size]
-            out = step(images_uint8[idx], labels[idx], teacher[idx], t_ok[idx])
+            if consistent:
+                v = rng.integers(k_views, size=len(idx))
+                out = step(views[idx, v], labels[idx], vt[idx, v], v_ok[idx, v])
+            else:
+                out = step(images_uint8[idx], labels[idx], teacher[idx], t_ok[idx])
             check_interrupt()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
