@@ -179,6 +179,7 @@ class FaceConfig:
     open_set_min_images: int = 10  # open-set: people with at least this many LFW images take part
     tflm_max_images: int | None = None  # cap the images run through the TFLM interpreter (None = all)
     mirror_tta: bool = False  # embed each face and its mirror image, average the unit embeddings (2 runs/face)
+    tier: str = ""  # size tier the recipe targets: S | M (atalaia.face.budget) | "" none; labels benchmark rows
 
 
 @dataclass(frozen=True)
@@ -491,6 +492,7 @@ def validate(r: Recipe) -> None:
         (r.face.loss.head_init in ("teacher", "random"), "face.head_init must be teacher or random"),
         (r.face.loss.sampling in ("uniform", "balanced"), "face.sampling must be uniform or balanced"),
         (0 <= r.face.loss.consistent_views <= 64, "face.consistent_views must be in [0, 64] (0 = off)"),
+        (r.face.tier in ("", "S", "M"), "face.tier must be S, M or empty"),
         (r.face.student_head in ("gdc", "gap"), "face.student_head must be gdc or gap"),
         (r.face.teacher_embeddings in ("stored", "recompute"), "face.teacher_embeddings must be stored or recompute"),
         (r.face.enrol_per_identity >= 1 and r.face.open_set_min_images > r.face.enrol_per_identity,

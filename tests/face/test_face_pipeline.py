@@ -48,7 +48,8 @@ def test_bundled_lfw_recipe_loads():
     from atalaia.config import PACKAGE_DIR
 
     r = load_recipe(PACKAGE_DIR / "recipes" / "lfw.yaml")
-    assert r.task == "verification" and r.data.channels == 1 and len(r.face.train_sets) == 2
+    assert r.task == "verification" and r.data.channels == 1 and len(r.face.train_sets) == 3
+    assert r.face.tier == "S" and r.face.exclude_lfw_overlap and r.face.loss.consistent_views == 0
 
 
 @pytest.mark.slow
