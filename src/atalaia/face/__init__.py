@@ -4,6 +4,7 @@
 - `atalaia.face.train`: the student (`build_student`) and its training (`train_embedding`): CosFace/ArcFace
   margin head + cosine KD (through a learned projection when dims differ) + relational KD.
 - `atalaia.face.views`: consistent teaching: K cached augmented views per chip, each with dlib's embedding.
+- `atalaia.face.budget`: the size tiers S / M and a check of a recipe's student against its tier, untrained.
 - `atalaia.face.makeset`: a user's aligned chips -> a chip set (labels.csv + dlib embeddings), `atalaia make-set`.
 - `atalaia.face.evalset`: the LFW pairs / open-set evaluation set and `verification_summary`.
 - `atalaia.face.teacher`: training chips with teacher targets, the teacher's LFW embeddings and costs.
@@ -12,4 +13,4 @@
 The plan that runs them is `atalaia.pipeline.verification`.
 """
 
-__all__ = ["access", "data", "evalset", "makeset", "teacher", "train", "views"]
+__all__ = ["access", "budget", "data", "evalset", "makeset", "teacher", "train", "views"]
