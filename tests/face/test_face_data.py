@@ -164,3 +164,4 @@ def test_malformed_set_files_are_one_clear_error_naming_the_file(face_data, tmp_
     with pytest.raises(DataError, match=match) as e:
         load_chip_sets([d], 24)
     assert str(d) in str(e.value)
+
