@@ -67,6 +67,24 @@ def student_costs(recipe: Recipe, *, seed: int = 0) -> dict[str, Any]:
             "arena_bytes": int(check_tflm(blob).arena_bytes), "input_size": size}
 
 
+def keras_macs(model) -> int:
+    """Multiply-accumulates of one inference, counted from the Keras layers (Conv2D, DepthwiseConv2D, Dense):
+    the same count `atalaia.evaluate.profile.count_macs` makes on the .tflite, without the seconds-long int8
+    conversion (a quick pre-check; `student_costs` measures the real thing)."""
+    from keras import layers
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            per_pixel = kh * kw * (1 if isinstance(layer, layers.DepthwiseConv2D) else int(layer.input.shape[-1]))
+            total += int(h) * int(w) * int(c_out) * per_pixel
+        elif isinstance(layer, layers.Dense):
+            total += int(layer.input.shape[-1]) * int(layer.units)
+    return total
+
+
 def check_tier(costs: dict[str, Any], tier: str) -> dict[str, Any]:
     """Each limit of `tier` against `costs` (from `student_costs`): the values, the limits and ok flags."""
     t = get_tier(tier)
@@ -75,4 +93,4 @@ def check_tier(costs: dict[str, Any], tier: str) -> dict[str, Any]:
     return {"tier": asdict(t), **costs, **ok, "ok": all(ok.values())}
 
 
-__all__ = ["TIERS", "Tier", "check_tier", "get_tier", "student_costs"]
+__all__ = ["TIERS", "Tier", "check_tier", "get_tier", "keras_macs", "student_costs"]
