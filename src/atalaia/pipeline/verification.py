@@ -213,10 +213,11 @@ class VerificationPlan(Plan):
         if k <= 0:
             return {}
         if not hasattr(self, "_cv"):
-            n = len(self.chips.files)
+            n, t0 = len(self.chips.files), time.perf_counter()
             self._cv = consistent_views(self.chips.files, self.size, k=k, cache_dir=self.cache_dir, crop=f.crop,
                                         progress=self.progress("views: dlib teacher", n), log=self.log)
-            self.log(f"[views] {n} chips x {k} views ready ({self._cv.embedded} embedded now)")
+            self.log(f"[views] {n} chips x {k} views ready ({self._cv.embedded} embedded now, "
+                     f"{time.perf_counter() - t0:.1f} s)")
         return {"views": self._cv.views, "view_targets": self._cv.targets}
 
     def _train(self, m, stage: str, *, epochs: int, init: dict | None = None, **kw) -> TrainLog:
