@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from atalaia.config import PACKAGE_DIR, load_recipe
@@ -9,6 +11,7 @@ from atalaia.errors import RecipeError
 from atalaia.face.budget import TIERS, check_tier, get_tier, keras_macs, student_costs
 
 RECIPES = PACKAGE_DIR / "recipes"
+REPO = Path(__file__).resolve().parents[2]
 TIER_RECIPES = [("lfw_s", "S"), ("lfw_m", "M")]
 
 
@@ -38,6 +41,12 @@ def test_tier_recipe_student_fits_its_budget_untrained(name, tier):
     assert c["ok"], c
     assert c["macs_per_face"] == 2 * c["macs"] == 2 * keras_macs(_student(r))  # the quick count is the real one
     assert c["flash_bytes"] > c["params"]  # the int8 weights really are in the .tflite
+    if tier == "S":  # the same architecture, trained, as measured by benchmarks/lfw.py: byte-identical sizes
+        import json
+
+        rows = json.loads((REPO / "benchmarks" / "results" / "lfw.json").read_text())["rows"]
+        trained = next(x for x in rows if x["stage"] == "int8_tflm" and x.get("tier", "S") == "S")
+        assert (c["flash_bytes"], c["arena_bytes"]) == (trained["flash_bytes"], trained["arena_bytes"])
 
 
 def test_lfw_yaml_is_an_alias_of_tier_s_and_the_check_can_fail():
