@@ -133,7 +133,7 @@ def test_consistent_views_are_made_once_for_the_training_chips(face_data, tmp_pa
 
     calls = []
 
-    def fake(files, size, *, k, cache_dir, crop, progress, log):
+    def fake(files, size, *, k, cache_dir, crop, workers, progress, log):
         calls.append((tuple(files), size, k, crop))
         return ConsistentViews(np.zeros((len(files), k, size, size, 1), np.uint8),
                                np.ones((len(files), k, 128), np.float32), 0, ())

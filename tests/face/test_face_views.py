@@ -115,3 +115,12 @@ def test_training_on_consistent_views_uses_them(face_data, fit_args):
     log = train_embedding(m, cs.images, cs.labels, np.full_like(cs.teacher, np.nan), cs.num_classes, views=views,
                           view_targets=targets, **fit_args(epochs=3, batch_size=8, warmup_epochs=0.0, seed=1))
     assert 0 < log.epochs[-1]["kd"] < log.epochs[0]["kd"] and np.isfinite(log.epochs[-1]["loss"])
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_targets(chips, dlib_embedder, tmp_path):
+    one = consistent_views(chips, 24, k=2, cache_dir=tmp_path / "a", embedder=dlib_embedder)
+    two = consistent_views(chips, 24, k=2, cache_dir=tmp_path / "b", workers=2)  # two spawned dlib processes
+    assert two.embedded == 6
+    np.testing.assert_allclose(two.targets, one.targets, atol=1e-6)
+    assert np.array_equal(two.views, one.views)

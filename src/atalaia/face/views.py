@@ -15,7 +15,8 @@ content: SHA-256 of the chip file's bytes + the augmentation ranges + K + the vi
 assembled arrays (views (N, K, S, S, 1) uint8, targets (N, K, 128) float32) are cached as .npy files keyed by
 every view key + the student size and crop, and opened memory-mapped (37k chips x 4 views at 64x64 is 600 MB).
 A run that adds chips embeds only the new views; an interrupted run keeps what it had embedded (the cache is
-saved every few thousand views and on the way out).
+saved every few thousand views and on the way out). dlib uses one core per call, so `workers` > 1 embeds in
+that many processes (same embeddings).
 """
 
 from __future__ import annotations
@@ -126,12 +127,51 @@ def _read_chip(f: str | Path) -> np.ndarray:
     return np.asarray(read_8bit(f, "L" if grey else "RGB"), np.uint8)
 
 
+_WORKER: Any = None  # the DlibEmbedder of a worker process
+
+
+def _init_worker() -> None:
+    global _WORKER
+    from atalaia.models.dlib_teacher import DlibEmbedder
+
+    _WORKER = DlibEmbedder(cache=None)
+
+
+def _embed_in_worker(chips: list[np.ndarray]) -> np.ndarray:
+    return _WORKER.embed_chips(chips)
+
+
+class _DlibPool:
+    """dlib's embedder in `workers` processes (dlib runs one core per call). Spawned, not forked: the parent
+    may hold TensorFlow's threads. Each worker loads its own DlibEmbedder, so embeddings are the same as in
+    one process."""
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = workers
+        self._ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker)
+
+    def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
+        parts = [chips[i :: self.workers] for i in range(self.workers)]
+        out = np.zeros((len(chips), 128), np.float32)
+        for i, e in enumerate(self._ex.map(_embed_in_worker, [p for p in parts if p])):
+            out[i :: self.workers] = e
+        return out
+
+    def close(self) -> None:
+        self._ex.shutdown(cancel_futures=True)
+
+
 def consistent_views(files: Sequence[str | Path], size: int, *, k: int, cache_dir: str | Path, crop: float = 1.0,
-                     spec: ViewSpec = ViewSpec(), embedder: Any = None,
+                     spec: ViewSpec = ViewSpec(), embedder: Any = None, workers: int = 1,
                      progress: Callable[[int], None] | None = None,
                      log: Callable[[str], None] | None = None) -> ConsistentViews:
     """The K views of every chip file and dlib's embedding of each (see the module docstring). `embedder`: a
-    `DlibEmbedder` (default: one without its own cache; this function caches by view key)."""
+    `DlibEmbedder` (default: one without its own cache, or `workers` > 1 processes of them; this function
+    caches by view key)."""
     if k < 1:
         raise DataError(f"face.loss.consistent_views must be >= 1 here, got {k}")
     cdir = Path(cache_dir)
@@ -148,33 +188,51 @@ def consistent_views(files: Sequence[str | Path], size: int, *, k: int, cache_di
     todo = sum(1 for row in keys for key in row if key not in cache)
     if log:
         log(f"[views] {len(files)} chips x {k} views: {todo} view(s) to embed with dlib, the rest cached")
+    pool = None
     if todo and embedder is None:
         from atalaia.models.dlib_teacher import DlibEmbedder
 
-        embedder = DlibEmbedder(cache=None)
+        embedder = pool = _DlibPool(workers) if workers > 1 else DlibEmbedder(cache=None)
     views = np.zeros((len(files), k, size, size, 1), np.uint8)
     targets = np.zeros((len(files), k, 128), np.float32)
-    embedded = 0
+    pending: list[tuple[int, int, np.ndarray]] = []  # (chip, view, 112 view) waiting for dlib
+    batch = 32 * max(1, workers)
+    done = [0, 0]  # views embedded, of which saved
+
+    def flush() -> None:
+        if pending:
+            for (i, v, _), e in zip(pending, embedder.embed_chips([p[2] for p in pending]), strict=True):
+                cache.put(keys[i][v], e)
+                targets[i, v] = e
+            done[0] += len(pending)
+            pending.clear()
+        if done[0] - done[1] >= SAVE_EVERY:
+            cache.save()
+            done[1] = done[0]
+
     try:
         for i, (f, sha) in enumerate(zip(files, shas, strict=True)):
             chip = _read_chip(f)
             v112 = [make_view(chip, view_params(sha, v, spec)) for v in range(k)]
             views[i] = grey_resize(np.stack(v112), size, crop)
-            missing = [v for v in range(k) if keys[i][v] not in cache]
-            if missing:
-                for v, e in zip(missing, embedder.embed_chips([v112[v] for v in missing]), strict=True):
-                    cache.put(keys[i][v], e)
-                embedded += len(missing)
-                if embedded % SAVE_EVERY < len(missing):
-                    cache.save()
-            targets[i] = np.stack([cache.get(keys[i][v]) for v in range(k)])
+            for v in range(k):
+                hit = cache.get(keys[i][v])
+                if hit is None:
+                    pending.append((i, v, v112[v]))
+                else:
+                    targets[i, v] = hit
+            if len(pending) >= batch:
+                flush()
             if progress:
                 progress(i + 1)
+        flush()
     finally:
         cache.save()  # an interrupted run keeps every view it embedded
+        if pool is not None:
+            pool.close()
     _save_npy(tpath, targets)
     _save_npy(vpath, views)
-    return ConsistentViews(np.load(vpath, mmap_mode="r"), targets, embedded, (str(vpath), str(tpath)))
+    return ConsistentViews(np.load(vpath, mmap_mode="r"), targets, done[0], (str(vpath), str(tpath)))
 
 
 __all__ = ["ConsistentViews", "ViewSpec", "consistent_views", "make_view", "view_key", "view_params"]

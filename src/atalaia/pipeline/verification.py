@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,7 @@ class VerificationPlan(Plan):
         if not hasattr(self, "_cv"):
             n, t0 = len(self.chips.files), time.perf_counter()
             self._cv = consistent_views(self.chips.files, self.size, k=k, cache_dir=self.cache_dir, crop=f.crop,
+                                        workers=min(4, os.cpu_count() or 1),  # same embeddings, in parallel
                                         progress=self.progress("views: dlib teacher", n), log=self.log)
             self.log(f"[views] {n} chips x {k} views ready ({self._cv.embedded} embedded now, "
                      f"{time.perf_counter() - t0:.1f} s)")
