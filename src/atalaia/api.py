@@ -24,6 +24,7 @@ from atalaia.compress.distill import train_classifier
 from atalaia.config import AugmentConfig, EvaluateConfig, Recipe, TrainConfig, load_recipe
 from atalaia.data.dataset import to_float
 from atalaia.deploy.cortex_m import CPUS
+from atalaia.deploy.firmware import FrameBundle
 from atalaia.deploy.mcu import RunModel, export_model, firmware_for_run, tflm_root_from
 from atalaia.deploy.targets import get_part, get_target
 from atalaia.deploy.tflite import TFLiteRunner, convert_int8
@@ -109,9 +110,26 @@ def _is_int8(blob: bytes) -> bool:
     return TFLiteRunner(blob).input_dtype == np.int8
 
 
-def load_run_model(run_dir: str | Path) -> RunModel:
+def load_frame_bundle(detector_run: str | Path) -> FrameBundle:
+    """The int8 detector of a finished detection run, to bundle with a face model (`export --detector`): model,
+    measured TFLM arena, decode constants, and two test frames for the firmware's frame demo (the run's stored
+    self-test frame, enrolled, and its mirror image)."""
+    from atalaia.face.access import load_detector
+
+    det = load_detector(detector_run)
+    run = RunFolder(detector_run)
+    with np.load(run.path("int8", "self_test.npz")) as test:
+        xq = np.asarray(test["input_q"]).reshape(det.input_hw)
+    grey = np.clip(np.round((xq.astype(np.float64) - det.input_zero_point) * det.input_scale * 255.0), 0, 255)
+    frame = grey.astype(np.uint8)
+    return FrameBundle(blob=det.blob, arena_bytes=int(run.metrics("int8")["result"]["arena_bytes"]),
+                       facts=det.facts(), frames=(frame, np.ascontiguousarray(frame[:, ::-1])), enrol=(0,))
+
+
+def load_run_model(run_dir: str | Path, *, detector: str | Path | None = None) -> RunModel:
     """What a firmware needs from a finished run: its int8 stage (`int8`, or `int8_litert` for a face run) read
-    through `RunFolder`, so every file is checked against its stage's checksums first."""
+    through `RunFolder`, so every file is checked against its stage's checksums first. `detector`: a detection
+    run to bundle with a face run (frame -> decision on the device, one shared arena)."""
     run = RunFolder(run_dir)
     stage = run.first_finished("int8", "int8_litert")
     if stage is None:
@@ -120,31 +138,38 @@ def load_run_model(run_dir: str | Path) -> RunModel:
     with np.load(run.path(stage, "self_test.npz")) as test:
         stored = np.asarray(test["input_q"])
     face = json.loads(run.path(stage, "face_model.json").read_text()) if run.has(stage, "face_model.json") else None
+    if detector is not None and face is None:
+        raise AtalaiaError(f"--detector bundles a face detector with a face (verification) run; '{run_dir}' has no "
+                           f"face model ({stage}/face_model.json): pass a run of recipes/lfw.yaml")
     return RunModel(blob=run.path(stage, "model.tflite").read_bytes(),
                     arena_bytes=int(run.metrics(stage)["result"]["arena_bytes"]), stored_input_q=stored,
-                    face_facts=face, stage=stage)
+                    face_facts=face, stage=stage,
+                    frame=load_frame_bundle(detector) if detector is not None else None)
 
 
 def export(run_dir: str | Path, *, out: str | Path | None = None, target: str = "esp32s3", name: str = "g_model",
-           tflm_root: str | Path | None = None) -> list[Path]:
+           tflm_root: str | Path | None = None, detector: str | Path | None = None) -> list[Path]:
     """The run's verified int8 model as a C array (+ face_model.h for face runs) and a firmware project: ESP-IDF
-    for an ESP32 chip, bare-metal Makefile for a Cortex-M core (`tflm_root`: a TFLM tree). Written into a temp
-    folder and renamed into place: never half-written."""
+    for an ESP32 chip, bare-metal Makefile for a Cortex-M core (`tflm_root`: a TFLM tree). `detector` (a face
+    run only): bundle a detection run's detector, so the firmware runs frame -> decision with one tensor arena
+    for both models. Written into a temp folder and renamed into place: never half-written."""
     if target in CPUS:
         tflm_root_from(tflm_root)  # a missing or wrong TFLM tree is said before the run is read
     else:
         get_target(target)  # an ESP-IDF chip: the error lists the valid names
-    return export_model(load_run_model(run_dir), Path(out) if out is not None else Path(run_dir) / "export",
+    return export_model(load_run_model(run_dir, detector=detector), Path(out) if out is not None else Path(run_dir) / "export",
                         target=target, tflm_root=tflm_root, name=name)
 
 
 def firmware(run_dir: str | Path, *, target: str = "cortex-m4", emulate: bool = True, part: str | None = None,
              kernels: str = "cmsis_nn", cache_dir: str | Path | None = None,
-             tflm_root: str | Path | None = None) -> tuple[dict[str, Any], Path]:
+             tflm_root: str | Path | None = None, detector: str | Path | None = None) -> tuple[dict[str, Any], Path]:
     """Build the run's int8 model for a Cortex-M core (only the kernels it uses), optionally run it in QEMU, and
-    write RUN/firmware/<target>/firmware.json: linked sizes, bit-exact, instructions, est. latency."""
-    return firmware_for_run(load_run_model(run_dir), run_dir, target=target, tflm_root=tflm_root, emulate=emulate,
+    write RUN/firmware/<target>/firmware.json: linked sizes, bit-exact, instructions, est. latency. `detector`:
+    bundle a detection run's detector (face runs): the emulated firmware also runs frame -> decision with both
+    models in one arena, compared with the host."""
+    return firmware_for_run(load_run_model(run_dir, detector=detector), run_dir, target=target, tflm_root=tflm_root, emulate=emulate,
                             part=get_part(part) if part else None, kernels=kernels, cache_dir=cache_dir)
 
 
-__all__ = ["distill", "evaluate", "export", "firmware", "load_run_model", "prune", "quantize", "run", "verify_tflm"]
+__all__ = ["distill", "evaluate", "export", "firmware", "load_frame_bundle", "load_run_model", "prune", "quantize", "run", "verify_tflm"]

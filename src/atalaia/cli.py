@@ -210,14 +210,18 @@ def export(
     tflm_root: Annotated[Path | None, typer.Option(
         "--tflm-root", help="TFLM tree (create_tflm_tree.py layout) a Cortex-M project compiles "
         "(default: $ATALAIA_TFLM_ROOT).")] = None,
+    detector: Annotated[Path | None, typer.Option(
+        "--detector", help="A finished detection run to bundle with this face run: the firmware runs camera "
+        "frame -> detector -> alignment -> recogniser -> decision, both models in one tensor arena.")] = None,
 ) -> None:
     """Write the int8 model as a C array and a firmware project (ESP-IDF or bare-metal Cortex-M) that runs
-    8 self-test inputs against the host's outputs."""
+    8 self-test inputs against the host's outputs (and, with --detector, the frame -> decision path)."""
     from atalaia.api import export as export_run
 
     out_dir = out or run_dir / "export"
-    paths = export_run(run_dir, out=out_dir, target=target, tflm_root=tflm_root, name=name)
-    console.print(f"wrote {len(paths)} files under {out_dir} (C array + firmware project for {target})")
+    paths = export_run(run_dir, out=out_dir, target=target, tflm_root=tflm_root, name=name, detector=detector)
+    console.print(f"wrote {len(paths)} files under {out_dir} (C array + firmware project for {target}"
+                  + (", detector bundled: frame -> decision, one shared arena)" if detector else ")"))
 
 
 @app.command()
@@ -234,6 +238,9 @@ def firmware(
     kernels: Annotated[str, typer.Option(help="cmsis_nn | reference.")] = "cmsis_nn",
     cache: Annotated[Path | None, typer.Option(
         "--cache", help="Compiled-TFLM cache (default: ~/.cache/atalaia/tflm).")] = None,
+    detector: Annotated[Path | None, typer.Option(
+        "--detector", help="Bundle a detection run's detector (face runs): frame -> decision, one shared arena.")
+                        ] = None,
 ) -> None:
     """Build the int8 model's bare-metal firmware (arm-none-eabi-gcc, only the kernels it uses), optionally run
     it in QEMU; writes RUN/firmware/<target>/firmware.json (linked sizes, bit-exact, instructions, est. ms)."""
@@ -242,7 +249,7 @@ def firmware(
 
     p = get_part(part) if part else None
     rec, path = build_firmware(run_dir, target=target, tflm_root=tflm_root, emulate=emulate, part=part,
-                               kernels=kernels, cache_dir=cache)
+                               kernels=kernels, cache_dir=cache, detector=detector)
     s = rec["sizes"]
     console.print(f"{target} firmware: flash {s['flash_bytes']:,} B (linked; "
                   f"{s.get('flash_without_self_test_bytes', 0):,} B without the self-test data), "
@@ -260,6 +267,12 @@ def firmware(
         if "face" in rec:
             console.print(f"face access control on the emulated MCU: {rec['face']['probes']} decisions, "
                           f"equal to the host's: {'yes' if rec['face']['decisions_equal_host'] else 'NO'}")
+        if "frame" in rec:
+            fa = rec["frame"]["arena"] or {}
+            console.print(f"frame -> decision on the emulated MCU: {rec['frame']['frames']} frames, equal to the "
+                          f"host's: {'yes' if rec['frame']['decisions_equal_host'] else 'NO'}; one arena of "
+                          f"{fa.get('shared_bytes')} B (detector used {fa.get('detector_used_bytes')} B, "
+                          f"recogniser {fa.get('recogniser_used_bytes')} B)")
     console.print(f"wrote {path}")
 
 
@@ -313,15 +326,31 @@ app.add_typer(access_app, name="access")
 _RunArg = Annotated[Path, typer.Argument(help="A finished face-verification run folder (recipes/lfw.yaml).")]
 _StateOpt = Annotated[Path | None, typer.Option("--state", help="Gallery + event log folder (default RUN/access).")]
 _AlignedOpt = Annotated[bool, typer.Option("--aligned", help="Images are 112x112 chips from `atalaia align`.")]
+_DetectorOpt = Annotated[Path | None, typer.Option(
+    "--detector", help="A finished detection run (recipes/detection.yaml): images are camera frames (grey or RGB, "
+    "any size) -> int8 detector -> largest face -> 5-point alignment, the device's path.")]
+_AlignOpt = Annotated[str | None, typer.Option(
+    "--align", help="'dlib': detect and align with dlib on the host (fallback; as the training chips were made).")]
+_RuntimeOpt = Annotated[str, typer.Option(help="litert (default) or tflm (both models in the device's interpreter).")]
 _DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default sqlite:///STATE/access.db; "
                                             "postgresql://USER:PW@HOST:PORT/DB for several doors).")]
 
 
 def _access(run_dir: Path, state: Path | None, aligned: bool = False, threshold: str = "open_far_1e-2",
-            db: str | None = None):
+            db: str | None = None, detector: Path | None = None, align: str | None = None, runtime: str = "litert",
+            images: bool = False):
+    """The app; with `images`, one of --aligned / --detector / --align dlib must say how faces are found."""
     from atalaia.face.access import AccessControl
 
-    ac = AccessControl(run_dir, state_dir=state, aligned=aligned, threshold=threshold, db=db)
+    if align not in (None, "dlib"):
+        raise AtalaiaError(f"--align must be 'dlib' (the host fallback), got '{align}'")
+    picked = [n for n, on in (("--aligned", aligned), ("--detector", detector), ("--align dlib", align)) if on]
+    if images and len(picked) != 1:
+        raise AtalaiaError("say how faces are found: --detector RUN (camera frames, the device's path), --aligned "
+                           "(chips from `atalaia align`) or --align dlib (host fallback)"
+                           + (f"; got {' and '.join(picked)}" if picked else ""))
+    ac = AccessControl(run_dir, state_dir=state, aligned=aligned, threshold=threshold, db=db, detector=detector,
+                       runtime=runtime)
     if ac.imported:
         err_console.print(f"imported the old gallery.json/events.jsonl into the store ({ac.imported}); the files "
                           "were deleted", highlight=False)
@@ -331,9 +360,11 @@ def _access(run_dir: Path, state: Path | None, aligned: bool = False, threshold:
 @access_app.command("enrol")
 def access_enrol(run_dir: _RunArg, name: Annotated[str, typer.Argument(help="The person's name.")],
                  images: Annotated[list[Path], typer.Argument(help="Photos (or chips with --aligned).")],
-                 state: _StateOpt = None, aligned: _AlignedOpt = False, db: _DbOpt = None) -> None:
-    """Enrol a person: one template per photo with a face."""
-    res = _access(run_dir, state, aligned, db=db).enrol(name, images)
+                 state: _StateOpt = None, aligned: _AlignedOpt = False, db: _DbOpt = None,
+                 detector: _DetectorOpt = None, align: _AlignOpt = None, runtime: _RuntimeOpt = "litert") -> None:
+    """Enrol a person: one template per photo with a face (enrol with the alignment you check with)."""
+    res = _access(run_dir, state, aligned, db=db, detector=detector, align=align, runtime=runtime,
+                  images=True).enrol(name, images)
     for p, why in res["skipped"]:
         err_console.print(f"skipped {p}: {why}", highlight=False)
     console.print(f"{res['name']}: {res['added']} template(s) added, {res['templates']} in total")
@@ -346,19 +377,29 @@ def access_check(run_dir: _RunArg,
                  threshold: Annotated[str, typer.Option(
                      help="open_far_1e-2 (~1 % of strangers' attempts accepted, for the current gallery size) | "
                           "open_far_1e-3 | far_1e-3 | far_1e-2 | lfw_accuracy (fixed pairwise) | a cosine value."
-                 )] = "open_far_1e-2", db: _DbOpt = None) -> None:
-    """Recognise each image and decide (exit status 1 if any was refused)."""
-    ac = _access(run_dir, state, aligned, threshold, db)
+                 )] = "open_far_1e-2", db: _DbOpt = None, detector: _DetectorOpt = None,
+                 align: _AlignOpt = None, runtime: _RuntimeOpt = "litert") -> None:
+    """Recognise each image and decide. Exit status: 0 every image granted, 1 at least one refused (no match,
+    unreadable), 3 no face found in at least one image (and none refused otherwise)."""
+    ac = _access(run_dir, state, aligned, threshold, db, detector=detector, align=align, runtime=runtime,
+                 images=True)
     if ac.warning:
         err_console.print(f"warning: {ac.warning}", highlight=False)
-    refused = 0
+    refused = no_face = 0
     for im in images:
         d = ac.check(im)
-        refused += not d.granted
-        verdict = "[green]GRANTED[/]" if d.granted else "[red]REFUSED[/]"
+        face_missing = d.faces == 0 and d.reason.startswith("no face")
+        no_face += face_missing
+        refused += not d.granted and not face_missing
+        verdict = "[green]GRANTED[/]" if d.granted else ("[yellow]NO FACE[/]" if face_missing else "[red]REFUSED[/]")
         who = f"{d.person} (cosine {d.score:.3f}, threshold {d.threshold:.3f})" if d.person else d.reason
         console.print(f"{verdict} {im}: {who}", highlight=False)
-    raise typer.Exit(1 if refused else 0)
+        if d.box is not None:
+            x1, y1, x2, y2 = d.box
+            steps = ", ".join(f"{k} {v:.1f}" for k, v in (d.timings_ms or {}).items())
+            console.print(f"  face ({x1:.0f}, {y1:.0f})-({x2:.0f}, {y2:.0f}) detector score {d.det_score:.2f}, "
+                          f"{d.faces} face(s) found, the largest used; ms ({ac.runtime}): {steps}", highlight=False)
+    raise typer.Exit(1 if refused else (3 if no_face else 0))
 
 
 @access_app.command("list")
@@ -390,6 +431,7 @@ def serve(run_dir: _RunArg,
                                                     "frame of each decision in the database (biometric data).")] = False,
           threshold: Annotated[str, typer.Option(help="As for `atalaia access check`.")] = "open_far_1e-2",
           aligned: _AlignedOpt = False,
+          detector: _DetectorOpt = None,
           runtime: Annotated[str, typer.Option(help="litert (default) or tflm (the device's interpreter).")] = "litert",
           recognise_rate: Annotated[float, typer.Option(help="Recognition requests per second allowed per client "
                                                         "address and door (bursts of 4x, at least 20).")] = 5.0,
@@ -406,7 +448,7 @@ def serve(run_dir: _RunArg,
         pw = admin_password_file.read_text().strip()
     doors = door or ["door"]
     cfg = ServeConfig(run_dir=run_dir, db=db, door=doors[0], extra_doors=tuple(doors[1:]), threshold=threshold,
-                      aligned=aligned, runtime=runtime, keep_photos=keep_photos, mqtt_url=mqtt, webhook_url=webhook,
+                      aligned=aligned, detector=detector, runtime=runtime, keep_photos=keep_photos, mqtt_url=mqtt, webhook_url=webhook,
                       admin_password=pw, door_token=os.environ.get("ATALAIA_DOOR_TOKEN"),
                       recognise_rate=recognise_rate, recognise_burst=max(20, int(4 * recognise_rate)))
     cfg, msgs = first_start_secrets(cfg)

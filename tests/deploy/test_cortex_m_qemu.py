@@ -126,3 +126,20 @@ def face_blob():
              "threshold_far_1e-2": 0.7,
              "impostor_tail": {"pairs": 10**6, "thresholds": {"0.01": 0.6, "0.001": 0.8, "0.0001": 0.95}}}
     return blob, facts
+
+
+@pytest.mark.slow  # the session's tiny detector + recogniser; the build reuses the cached TFLM objects
+def test_frame_firmware_runs_both_models_in_one_arena(arm, frame_models, tmp_path):
+    """`firmware --detector`: the emulated Cortex-M4 runs frame -> detector -> alignment -> recogniser ->
+    decision with both models re-created in turn in ONE linked arena, and decides like the host (TFLM runtime,
+    the Python frame path)."""
+    import shutil
+
+    run = tmp_path / "face_run"
+    shutil.copytree(frame_models["face_run"], run)
+    rec, _ = firmware_for_run(run, target="cortex-m4", tflm_root=arm, emulate=True, detector=frame_models["det_run"])
+    fr, fa = rec["frame"], rec["frame"]["arena"]
+    assert fa["shared_bytes"] == rec["arena"]["linked_bytes"]
+    assert 0 < fa["detector_used_bytes"] <= fa["shared_bytes"] and 0 < fa["recogniser_used_bytes"] <= fa["shared_bytes"]
+    assert fr["frames"] == 2 and fr["decisions_equal_host"], (fr["device"], fr["host"])
+    assert fr["device"][0]["granted"] and fr["device"][0]["faces"] >= 1  # the enrolled frame opens the door

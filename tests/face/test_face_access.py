@@ -237,3 +237,77 @@ def test_a_damaged_model_is_refused_not_used(face_run, tmp_path):
     blob.write_bytes(blob.read_bytes()[:1000])  # a copy gone wrong
     with pytest.raises(AtalaiaError, match="model.tflite has 1000 bytes"):
         AccessControl(run, state_dir=tmp_path / "s", aligned=True)
+
+
+# ------------------------------------------------------------------------------------------ camera frames
+FRAMES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "frames" / "images"
+
+
+@pytest.mark.slow  # builds the session's tiny detector + recogniser (~20 s CPU); the checks take ~3 s
+@pytest.mark.parametrize("runtime", ["litert", "tflm"])
+def test_frame_to_decision_with_the_detector(frame_models, tmp_path, runtime):
+    """A whole camera frame (RGB or grey, any size) -> detector -> largest face -> chip -> decision, both
+    models int8 in LiteRT or in TFLM; the same decisions either way; a frame without a face is a clear refusal."""
+    from atalaia.face.access import load_detector
+    from atalaia.face.frame import pick_face
+
+    ac = AccessControl(frame_models["face_run"], state_dir=tmp_path / runtime, detector=frame_models["det_run"],
+                       threshold=0.85, runtime=runtime)
+    frame = FRAMES / "celeba" / "024596.jpg"
+    ac.enrol("ann", [frame])
+    d = ac.check(frame)
+    assert d.granted and d.person == "ann" and d.score > 0.99 and d.faces >= 2  # random head: several boxes
+    det = load_detector(frame_models["det_run"])
+    dets, _, _ = det.detect(np.asarray(__import__("PIL.Image").Image.open(frame).convert("L")))
+    k = pick_face(dets)
+    assert d.box == pytest.approx(tuple(dets.boxes[k])) and d.det_score == pytest.approx(dets.scores[k])
+    assert {"read", "letterbox", "detector", "decode_nms", "align", "recogniser", "decide"} <= set(d.timings_ms)
+    assert "the largest was used" in d.reason
+    rgb = tmp_path / "rgb_big.png"  # the same scene as a bigger RGB image: read as grey, letterboxed
+    __import__("PIL.Image").Image.open(frame).convert("RGB").resize((280, 384)).save(rgb)
+    assert ac.check(rgb).person == "ann"
+    none = AccessControl(frame_models["face_run"], state_dir=tmp_path / runtime, threshold=0.85, runtime=runtime,
+                         detector=frame_models["no_face_run"])
+    n = none.check(frame)
+    assert not n.granted and n.faces == 0 and n.reason.startswith("no face found in") and "0.999" in n.reason
+
+
+@pytest.mark.slow
+def test_cli_frames_need_an_explicit_path_and_say_no_face(frame_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from atalaia.cli import app
+
+    run, st = str(frame_models["face_run"]), ["--state", str(tmp_path / "s")]
+    frame = str(FRAMES / "celeba" / "024596.jpg")
+    cli = CliRunner()
+    res = cli.invoke(app, ["access", "check", run, frame, *st])
+    assert isinstance(res.exception, AtalaiaError) and "--detector RUN" in str(res.exception)
+    res = cli.invoke(app, ["access", "check", run, frame, *st, "--aligned", "--detector", run])
+    assert "--aligned and --detector" in str(res.exception)
+    det = ["--detector", str(frame_models["det_run"])]
+    assert cli.invoke(app, ["access", "enrol", run, "ann", frame, *st, *det]).exit_code == 0
+    res = cli.invoke(app, ["access", "check", run, frame, *st, *det, "--threshold", "0.85"])
+    assert res.exit_code == 0 and "GRANTED" in res.output and "detector score" in res.output, res.output
+    assert "the largest used; ms (litert): read" in res.output
+    res = cli.invoke(app, ["access", "check", run, frame, *st, "--detector", str(frame_models["no_face_run"])])
+    assert res.exit_code == 3 and "NO FACE" in res.output, res.output
+    res = cli.invoke(app, ["access", "check", run, frame, *st, "--detector", run])  # a face run is no detector
+    assert isinstance(res.exception, AtalaiaError) and "no finished int8 detector" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_damaged_detector_is_refused_with_one_line(frame_models, tmp_path):
+    import shutil
+
+    from atalaia.face.access import load_detector
+
+    bad = tmp_path / "det"
+    shutil.copytree(frame_models["det_run"], bad)
+    (bad / "int8" / "model.tflite").write_bytes(b"\0" * 100)
+    with pytest.raises(AtalaiaError, match=r"model.tflite has 100 bytes, \d+ were written"):
+        load_detector(bad)
+    (bad / "recipe.yaml").unlink()
+    shutil.copy(frame_models["det_run"] / "int8" / "model.tflite", bad / "int8" / "model.tflite")
+    with pytest.raises(AtalaiaError, match="operating point is read from .*recipe.yaml"):
+        load_detector(bad)

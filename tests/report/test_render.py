@@ -330,3 +330,44 @@ def test_small_confusion_matrix_and_bad_input(tmp_path):
         write_report({"recipe_name": "x"}, tmp_path)
     with pytest.raises(TypeError):
         write_report([], tmp_path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("low", "high", "p", "verdict"), [(-0.10, -0.0125, 0.12, "significant (interval excludes 0)"),
+                                                          (-0.025, 0.05, 1.0, "not significant")])
+def test_kd_line_says_the_interval_decides_significance(report, low, high, p, verdict):
+    """The verdict follows the paired interval; McNemar's p is shown after it, not as its cause."""
+    from atalaia.report import summary_lines
+
+    r = copy.deepcopy(report)
+    r["kd"] = {"alpha": 0.1, "temperature": 5.0, "gain_accuracy": (low + high) / 2, "gain_macro_f1": 0.0,
+               "gain_interval": {"accuracy": {"diff": {"value": (low + high) / 2, "low": low, "high": high},
+                                              "p_value": p, "significant": low > 0 or high < 0}}}
+    line = next(x for x in summary_lines(r) if x.startswith("KD gain"))
+    assert f"pp: {verdict}; McNemar p = {p:.2g}" in line
+
+
+def test_detection_section_is_rendered(tmp_path):
+    """A `task: detection` report: metrics per stage, recall by size, budgets, and the plan's PR and example
+    plots (read from plots/, embedded in the HTML)."""
+    m = {"ap50": 0.805, "ap50_95": 0.381, "precision": 0.924, "recall": 0.754, "nme": 0.2031,
+         "fp_per_empty_frame": 0.0278, "faces": 451, "empty_frames": 36, "score_threshold": 0.5,
+         "recall_by_size": {"0-16": {"faces": 19, "recall": 0.0}, "48-64": {"faces": 148, "recall": 0.919}}}
+    rep = {"recipe_name": "det", "task": "detection", "stages": [
+        {"stage": "int8", "model": "face_det", "dtype": "int8", "params": 10, "macs": 100, "flash_bytes": 1024,
+         "accuracy": 0.805, "macro_f1": None}],
+        "detection": {"label_note": "Labels are dlib pseudo-labels.", "input_hw": [128, 96],
+                      "per_stage": {"int8": m}, "plots": ["plots/detection_pr.png", "plots/detection_examples.png"],
+                      "int8": {"budgets": {"flash_bytes": {"value": 49264, "limit": 153600, "ok": True}}}}}
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "detection_pr.png").write_bytes(png)
+    paths = write_report(rep, tmp_path)
+    md = paths["md"].read_text()
+    headers, rows = _md_table(md, "Face detection")
+    assert rows == [["int8", "80.5", "38.1", "92.4", "75.4", "0.2031", "0.0278", "451", "36"]]
+    assert "| 48-64 | 148 | 91.9 |" in md and "| flash_bytes | 49,264 | 153,600 | yes |" in md
+    assert "dlib pseudo-labels" in md and "](plots/detection_pr.png)" in md
+    assert "detection_examples.png" not in md  # not written: not shown
+    html_text = paths["html"].read_text()
+    assert "Face detection" in html_text and base64.b64encode(png).decode() in html_text
+    assert (tmp_path / "plots" / "detection_pr.png").read_bytes() == png  # the plan's plot is kept on re-render

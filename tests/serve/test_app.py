@@ -301,3 +301,19 @@ def test_first_start_makes_secrets_once(face_run, tmp_path):
     assert Store(db).admin_hash("admin").startswith("scrypt$")
     again, msgs = first_start_secrets(ServeConfig(run_dir=face_run, db=db, aligned=True))
     assert msgs == [] and again.admin_password is None
+
+
+@pytest.mark.slow  # the session's tiny detector + recogniser (tests/conftest.py frame_models)
+def test_recognise_takes_camera_frames_with_a_detector(frame_models, tmp_path):
+    """`atalaia serve --detector RUN`: uploads are whole frames; the answer carries the face's box and score."""
+    frames = Path(__file__).resolve().parents[1] / "fixtures" / "frames" / "images"
+    cfg = ServeConfig(run_dir=frame_models["face_run"], db=f"sqlite:///{tmp_path / 'access.db'}", door="front",
+                      threshold="0.85", detector=frame_models["det_run"], admin_password=PW, door_token=TOKEN)
+    c = TestClient(create_app(cfg))
+    h = _login(c)
+    frame = frames / "celeba" / "024596.jpg"
+    assert c.post("/api/people", data={"name": "ann"}, files=_files([frame]), headers=h).status_code == 201
+    d = c.post("/api/recognize", files=_files([frame]), headers={"X-Door-Token": TOKEN}).json()
+    want = c.app.state.access.check(frame)
+    assert d["granted"] and d["person"] == "ann" and d["faces"] == want.faces
+    assert d["boxes"] == [pytest.approx(list(want.box), abs=0.06)] and len(d["detector_scores"]) == 1

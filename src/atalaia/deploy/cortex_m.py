@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atalaia.deploy.firmware import FaceTest, arena_with_margin, core_files, resolver_method
+from atalaia.deploy.firmware import FaceTest, FrameBundle, arena_with_margin, core_files, resolver_method
 from atalaia.errors import DeployError
 from atalaia.ioutil import atomic_write_text
 
@@ -255,6 +255,7 @@ def write_cortex_m_project(
     test_outputs_q: np.ndarray,
     face_facts: dict | None = None,
     face_test: FaceTest | None = None,
+    frame: FrameBundle | None = None,
     model_name: str = "g_model",
 ) -> list[Path]:
     """Write a bare-metal project (Makefile, `src/` = shared core + `main.cc` shim, `port/` = startup, linker
@@ -264,10 +265,12 @@ def write_cortex_m_project(
     root = validate_tflm_root(tflm_root)
     srcs = resolve_sources(root, ops)
     core = core_files(blob, ops=ops, arena_bytes=arena_bytes, test_inputs_q=test_inputs_q,
-                      test_outputs_q=test_outputs_q, face_facts=face_facts, face_test=face_test,
+                      test_outputs_q=test_outputs_q, face_facts=face_facts, face_test=face_test, frame=frame,
                       model_name=model_name)
-    arena = arena_with_margin(arena_bytes)
+    arena = frame.shared_arena_bytes(arena_bytes) if frame is not None else arena_with_margin(arena_bytes)
     app_c = ["port/startup_cm.c"] + (["src/atalaia_face.c"] if face_facts else [])
+    if frame is not None:  # detector_data "c" -> build/app/detector_data.o, made from src/detector_data.cc
+        app_c += ["src/atalaia_face_detect.c", "src/atalaia_face_frame.c", "src/detector_data.c"]
 
     def lst(files: tuple[str, ...] | list[str]) -> str:
         return " \\\n  ".join(files) if files else ""

@@ -277,6 +277,9 @@ def run_qemu(elf: str | Path, *, cpu: str, plugin_source: str | Path, cache_dir:
 
 
 _SAMPLE = re.compile(r"^ATALAIA selftest (\d+) max_diff (\d+) same (\d+)/(\d+) top1 (\d+)", re.M)
+_FRAME = re.compile(r"^ATALAIA frame probe (\d+) status (-?\d+) faces (\d+) box_e3 (-?\d+) (-?\d+) (-?\d+) (-?\d+) "
+                    r"person (-?\d+) score_e6 (-?\d+) granted (\d)", re.M)
+_FRAME_ARENA = re.compile(r"^ATALAIA frame shared_arena (\d+) detector_used (\d+) recogniser_used (\d+)", re.M)
 _FACE = re.compile(r"^ATALAIA face probe (\d+) person (-?\d+) score_e6 (-?\d+) threshold_e6 (-?\d+) granted (\d)",
                    re.M)
 
@@ -289,6 +292,10 @@ def parse_firmware_output(stdout: str) -> dict[str, Any]:
                for a, b, c, d, e in _SAMPLE.findall(stdout)]
     faces = [{"probe": int(a), "person": int(b), "score": int(c) / 1e6, "threshold": int(d) / 1e6,
               "granted": bool(int(g))} for a, b, c, d, g in _FACE.findall(stdout)]
+    frames = [{"frame": int(m[0]), "status": int(m[1]), "faces": int(m[2]), "box": [int(v) / 1e3 for v in m[3:7]],
+               "person": int(m[7]), "score": int(m[8]) / 1e6, "granted": bool(int(m[9]))}
+              for m in _FRAME.findall(stdout)]
+    fa = _FRAME_ARENA.search(stdout)
     res = re.search(r"^ATALAIA result (\w+)", stdout, re.M)
     return {
         "arena_used_bytes": int(arena.group(1)) if arena else None,
@@ -298,5 +305,8 @@ def parse_firmware_output(stdout: str) -> dict[str, Any]:
         "bit_exact_samples": sum(s["max_diff"] == 0 for s in samples),
         "max_diff_steps": max((s["max_diff"] for s in samples), default=None),
         "face_probes": faces,
+        "frame_probes": frames,
+        "frame_arena": {"shared_bytes": int(fa.group(1)), "detector_used_bytes": int(fa.group(2)),
+                        "recogniser_used_bytes": int(fa.group(3))} if fa else None,
         "result": res.group(1) if res else None,
     }

@@ -45,7 +45,7 @@ import numpy as np
 from atalaia.deploy.tflite import op_names
 from atalaia.errors import DeployError
 
-__all__ = ["TflmReport", "check_tflm", "run_tflm", "tflm_runtime"]
+__all__ = ["TflmReport", "check_shared_arena", "check_tflm", "run_tflm", "tflm_runtime"]
 
 _TOTAL_RE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
 _HEAD_RE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation head (\d+) bytes")
@@ -278,3 +278,19 @@ def check_tflm(blob: bytes, sample_inputs_q: np.ndarray | None = None) -> TflmRe
         tflm_version=_tflm_version(),
         notes=tuple(notes),
     )
+
+
+def check_shared_arena(blobs: list[bytes], arena_size: int) -> list[int]:
+    """Models that take turns in ONE arena (a firmware re-creating the interpreter in the same buffer): prove
+    that each loads and invokes in TFLM with exactly `arena_size` bytes, and return the bytes each used there
+    (recording allocator). DeployError naming the first model that does not fit. Measured, not assumed: the
+    sequential arena must be at least the largest single-model arena, and this checks the size actually linked."""
+    used = []
+    for k, blob in enumerate(blobs):
+        it, err = _try_load(bytes(blob), int(arena_size))
+        if it is None:
+            raise DeployError(f"model {k} ({len(blob)} B) does not load and invoke in a {arena_size} B arena: "
+                              f"{err.strip()[:200] or 'allocation failed'}")
+        used.append(_measure_arena(it)[0])
+        del it
+    return used

@@ -38,8 +38,9 @@ import hashlib
 import io
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from atalaia.deploy.tflm import tflm_runtime
 from atalaia.errors import AtalaiaError, DataError
 from atalaia.evaluate.verification import mirror_fuse, open_set_threshold
 from atalaia.face.data import grey_resize, read_grey
+from atalaia.face.frame import FrameDetector
 from atalaia.ioutil import import_tensorflow_quietly
 from atalaia.pipeline.runfolder import RunFolder
 from atalaia.serve.store import Store, open_store
@@ -75,15 +77,22 @@ class Decision:
     frames: int = 1
     faces: int = 1
     event_id: int | None = None
+    box: tuple[float, float, float, float] | None = None  # the face used, frame pixels (detector path only)
+    det_score: float | None = None  # the detector's score of that face
+    timings_ms: dict[str, float] | None = None  # each step of the frame path (letterbox ... decide)
 
 
 @dataclass(frozen=True)
 class Probe:
     """A model input made from one image: x (S, S, 1) float [0, 1]; faces = faces the detector found (the
-    largest is used; 1 for an aligned chip)."""
+    largest is used; 1 for an aligned chip). With the on-device detector: the box and score of the face used
+    and the milliseconds of each step."""
 
     x: np.ndarray
     faces: int
+    box: tuple[float, float, float, float] | None = None
+    det_score: float | None = None
+    timings_ms: dict[str, float] | None = None
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -116,8 +125,10 @@ class AccessControl:
     """Enrol / check / remove against one face run's int8 model.
 
     run_dir: a finished `task: verification` run (its `int8_litert` stage). threshold: one of THRESHOLDS or a
-    cosine value in (-1, 1). aligned: inputs are already 112x112 chips from `atalaia align` (else every
-    image is detected and aligned with dlib first, exactly as the training chips were made).
+    cosine value in (-1, 1). aligned: inputs are already 112x112 chips from `atalaia align`. detector: a
+    finished detection run folder (or a `FrameDetector`): every image is a camera frame (grey or RGB, any
+    size) and goes letterbox -> int8 detector -> largest face -> 5-point one-warp alignment, the device's path
+    (`face.frame`). Neither: dlib detects and aligns (the host fallback, as the training chips were made).
     store / db: an open store, or a database URL (default: SQLite in `state_dir`, default `RUN/access/`).
     door: the name events are logged under. outbox: given an event, the notifications to queue with it
     (the service's MQTT/webhook targets). Thread-safe: the model runs under a lock, the gallery is
@@ -127,6 +138,7 @@ class AccessControl:
     def __init__(self, run_dir: str | Path, *, state_dir: str | Path | None = None,
                  threshold: str | float = "open_far_1e-2", aligned: bool = False, store: Store | None = None,
                  db: str | None = None, door: str = "cli", runtime: str = "litert",
+                 detector: str | Path | FrameDetector | None = None,
                  outbox: Callable[[dict[str, Any]], list[tuple[str, str, dict[str, Any]]]] | None = None) -> None:
         run = RunFolder(run_dir)
         if not run.finished("int8_litert"):
@@ -147,6 +159,10 @@ class AccessControl:
             raise AtalaiaError(f"{facts_path} has no impostor_tail (made by an older AtalaIA): run the recipe "
                                "again to refresh the int8 stage, or pass a fixed threshold (far_1e-3 or a number)")
         self.aligned = aligned
+        if aligned and detector is not None:
+            raise AtalaiaError("--aligned (chips) and --detector (frames) exclude each other: pick one")
+        self.detector = (load_detector(detector, runtime) if isinstance(detector, str | Path) else detector)
+        self._detector_lock = threading.Lock()  # one detector interpreter: one frame at a time (the service)
         self.door = door
         self.outbox = outbox
         self.state_dir = Path(state_dir) if state_dir else Path(run_dir) / "access"
@@ -254,6 +270,8 @@ class AccessControl:
             except DataError as e:
                 raise DataError(str(e).replace(str(src), label)) from None
             return Probe(to_float(g[..., None]), 1)
+        if self.detector is not None:
+            return self._frame_probe(src, label, size, crop)
         import_tensorflow_quietly()  # dlib's weights are located via atalaia.models, which imports Keras
         from atalaia.data.align import align_face, load_image_rgb
 
@@ -265,6 +283,24 @@ class AccessControl:
         if res is None:
             raise DataError(f"no face found in {label}")
         return Probe(to_float(grey_resize(res.chip[None], size, crop)[0]), int(res.n_faces))
+
+    def _frame_probe(self, src: io.BytesIO | Path, label: str, size: int, crop: float) -> Probe:
+        """A camera frame through the device's path (`face.frame`); DataError when it has no face."""
+        from atalaia.data.images import read_8bit
+
+        t0 = time.perf_counter()
+        try:
+            frame = np.asarray(read_8bit(src, "L"), np.uint8)
+        except DataError as e:
+            raise DataError(str(e).replace(str(src), label)) from None
+        read_ms = 1e3 * (time.perf_counter() - t0)
+        with self._detector_lock:
+            face = self.detector.face(frame, size, crop)
+        if face is None:
+            raise DataError(f"no face found in {label} (no detection above the detector's score threshold "
+                            f"{self.detector.score_threshold:g})")
+        return Probe(to_float(face.chip[..., None]), face.faces, face.box, face.score,
+                     {"read": read_ms, **face.timings_ms})
 
     def embed_inputs(self, x: np.ndarray) -> np.ndarray:
         """Model inputs (N, S, S, 1) -> unit embeddings (N, D), with mirror TTA when the model was measured so."""
@@ -381,8 +417,42 @@ class AccessControl:
                 bad.append(str(e))
         if not probes:
             return self.refuse(label, bad[0], frames=len(images), source=source)
+        t0 = time.perf_counter()
         emb = self.embed_inputs(np.stack([pr.x for pr in probes]))
-        return self.decide(emb, image=label, faces=max(pr.faces for pr in probes), photo=photo, source=source)
+        t1 = time.perf_counter()
+        d = self.decide(emb, image=label, faces=max(pr.faces for pr in probes), photo=photo, source=source)
+        if len(probes) == 1 and probes[0].box is not None:
+            ms = {**(probes[0].timings_ms or {}), "recogniser": 1e3 * (t1 - t0),
+                  "decide": 1e3 * (time.perf_counter() - t1)}
+            d = replace(d, box=probes[0].box, det_score=probes[0].det_score, timings_ms=ms)
+        return d
+
+
+def load_detector(run_dir: str | Path, runtime: str = "litert") -> FrameDetector:
+    """The int8 detector of a finished `task: detection` run (its `int8` stage, checksums verified) with the
+    operating point of the run's recipe.yaml (score threshold, NMS IoU, max detections)."""
+    from atalaia.config import load_recipe
+
+    run = RunFolder(run_dir)
+    if not run.finished("int8"):
+        raise AtalaiaError(f"--detector '{run_dir}' has no finished int8 detector (int8 stage: "
+                           f"{run.problem('int8')}): run `atalaia run recipes/detection.yaml` first")
+    oq = run.metrics("int8").get("extra", {}).get("output_quantization")
+    if not isinstance(oq, dict) or "scale" not in oq or "zero_point" not in oq:
+        raise AtalaiaError(f"{run.stage_dir('int8') / 'metrics.json'} has no output_quantization: '{run_dir}' is "
+                           "not a detection run (task: detection); pass one as --detector")
+    path = Path(run_dir) / "recipe.yaml"
+    try:
+        r = load_recipe(path)
+    except AtalaiaError as e:
+        raise AtalaiaError(f"the detector's operating point is read from {path}: {e}") from None
+    if r.task != "detection":
+        raise AtalaiaError(f"{path} is a '{r.task}' recipe: pass a detection run (task: detection) as --detector")
+    dc = r.detection
+    return FrameDetector(run.path("int8", "model.tflite").read_bytes(), output_scale=float(oq["scale"]),
+                         output_zero_point=int(oq["zero_point"]), score_threshold=dc.score_threshold,
+                         nms_iou=dc.nms_iou, max_detections=dc.max_detections, runtime=runtime,
+                         source=str(run.stage_dir("int8") / "model.tflite"))
 
 
 def event_payload(ev: dict[str, Any], door: str) -> dict[str, Any]:
@@ -419,5 +489,5 @@ def _runner(blob: bytes, runtime: str) -> Any:
     raise AtalaiaError(f"--runtime must be litert or tflm, got '{runtime}'")
 
 
-__all__ = ["AccessControl", "Decision", "OPEN_SET", "Probe", "THRESHOLDS", "event_payload", "fuse", "majority",
-           "unit"]
+__all__ = ["AccessControl", "Decision", "OPEN_SET", "Probe", "THRESHOLDS", "event_payload", "fuse", "load_detector",
+           "majority", "unit"]

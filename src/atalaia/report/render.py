@@ -233,14 +233,16 @@ def _acc_cost(report: dict[str, Any], stage_name: str) -> str:
 
 
 def _paired(delta: Any) -> str:
-    """"; 95% paired interval [-6.25, +1.25] pp, McNemar p = 0.29: not significant" for a stage - parent delta."""
+    """"; 95% paired interval [-6.25, +1.25] pp: not significant; McNemar p = 0.29" for a stage - parent delta."""
     if not isinstance(delta, dict) or not isinstance(delta.get("accuracy"), dict):
         return ""
     a = delta["accuracy"]
     d, p = a.get("diff") or {}, a.get("p_value")
-    verdict = "significant" if a.get("significant") else "not significant"
-    return (f"; 95% paired interval [{fmt(d.get('low'), 'dpp')}, {fmt(d.get('high'), 'dpp')}] pp, "
-            f"McNemar p = {p:.2g}: {verdict}" if p is not None else "")
+    # the verdict is the interval's (it excludes 0 or not); McNemar's exact p is shown beside it, and the two
+    # can disagree near the edge, so the text says which one decides
+    verdict = "significant (interval excludes 0)" if a.get("significant") else "not significant"
+    return (f"; 95% paired interval [{fmt(d.get('low'), 'dpp')}, {fmt(d.get('high'), 'dpp')}] pp: {verdict}; "
+            f"McNemar p = {p:.2g}" if p is not None else "")
 
 
 def _interval_lines(iv: Any) -> list[str]:
@@ -679,6 +681,7 @@ def _document(report: dict[str, Any], plots: dict[str, bytes]) -> list[Block]:
         doc += [("h2", "Findings"), ("ul", lines)]
 
     doc += _verification_blocks(report, plots)
+    doc += _detection_blocks(report, plots)
 
     cp = report.get("channel_pruning")
     if isinstance(cp, dict) and cp.get("layers"):
@@ -779,6 +782,52 @@ def _verification_blocks(report: dict[str, Any], plots: dict[str, bytes]) -> lis
                         "(face.mirror_tta) and every other column."))
     if "roc_lfw" in plots:
         blocks.append(("img", "roc_lfw", "ROC curves on LFW (cosine similarity)"))
+    return blocks
+
+
+def _detection_blocks(report: dict[str, Any], plots: dict[str, bytes]) -> list[Block]:
+    """The `detection` section (task: detection): metrics per stage against the pseudo-labels, recall by face
+    size, the int8 budgets, the PR curves and the example frames (written by the plan into plots/)."""
+    det = report.get("detection")
+    per = det.get("per_stage") if isinstance(det, dict) else None
+    if not isinstance(per, dict) or not per:
+        return []
+    blocks: list[Block] = [("h2", "Face detection"), ("p", str(det.get("label_note", "")))]
+    hw = det.get("input_hw")
+    if isinstance(hw, list) and len(hw) == 2:
+        blocks.append(("p", f"Input {hw[0]}x{hw[1]} grey (H x W), letterboxed frames."))
+    rows = []
+    for stage, m in per.items():
+        if not isinstance(m, dict):
+            continue
+        rows.append([fmt(stage, "text"), fmt(m.get("ap50"), "pct1"), fmt(m.get("ap50_95"), "pct1"),
+                     fmt(m.get("precision"), "pct1"), fmt(m.get("recall"), "pct1"), fmt(m.get("nme"), "num"),
+                     fmt(m.get("fp_per_empty_frame"), "num"), fmt(m.get("faces"), "int"),
+                     fmt(m.get("empty_frames"), "int")])
+    thr = next((m.get("score_threshold") for m in per.values() if isinstance(m, dict)), None)
+    blocks += [("table", ["stage", "AP50 (%)", "AP50:95 (%)", "precision (%)", "recall (%)", "NME (inter-ocular)",
+                          "FP per empty frame", "faces", "empty frames"], rows,
+                [False] + [True] * 8),
+               ("p", f"Precision, recall, NME and false positives at the operating score threshold "
+                     f"{fmt(thr, 'num')}; AP over all scores.")]
+    stage = "int8" if isinstance(per.get("int8"), dict) else next(iter(per))
+    bins = per[stage].get("recall_by_size") if isinstance(per[stage], dict) else None
+    if isinstance(bins, dict) and bins:
+        brows = [[fmt(k, "text"), fmt(v.get("faces"), "int"), fmt(v.get("recall"), "pct1")]
+                 for k, v in bins.items() if isinstance(v, dict)]
+        blocks += [("p", f"Recall by face size ({stage}; longest box side in frame pixels):"),
+                   ("table", ["face size (px)", "faces", "recall (%)"], brows, [False, True, True])]
+    budgets = (det.get("int8") or {}).get("budgets") if isinstance(det.get("int8"), dict) else None
+    if isinstance(budgets, dict) and budgets:
+        urows = [[fmt(k, "text"), fmt(v.get("value"), "int"), fmt(v.get("limit"), "int"),
+                  "yes" if v.get("ok") else "NO"] for k, v in budgets.items() if isinstance(v, dict)]
+        blocks += [("p", "int8 detector against the door-camera budgets (issue 13):"),
+                   ("table", ["budget", "value", "limit", "met"], urows, [False, True, True, False])]
+    if "detection_pr" in plots:
+        blocks.append(("img", "detection_pr", "Precision-recall at IoU 0.5 per stage (against dlib pseudo-labels)"))
+    if "detection_examples" in plots:
+        blocks.append(("img", "detection_examples", "Test frames: detections (score >= threshold) with 5 "
+                                                    "landmarks, pseudo-label boxes for comparison"))
     return blocks
 
 
@@ -906,6 +955,11 @@ def write_report(report: Report | dict[str, Any], out_dir: Path) -> dict[str, Pa
     roc = out_dir / ver["roc_plot"] if isinstance(ver, dict) and ver.get("roc_plot") else None
     if roc is not None and roc.is_file():
         plots["roc_lfw"] = roc.read_bytes()
+    det = report.get("detection")
+    for rel in (det.get("plots") or []) if isinstance(det, dict) else []:
+        p = out_dir / str(rel)
+        if Path(str(rel)).stem in ("detection_pr", "detection_examples") and p.is_file():
+            plots[Path(str(rel)).stem] = p.read_bytes()
     doc = _document(report, plots)
     paths["md"] = atomic_write_text(out_dir / "report.md", _to_markdown(doc))
     title = f"AtalaIA report — {report.get('recipe_name')}"

@@ -59,6 +59,7 @@ class ServeConfig:
     door: str = "door"
     threshold: str = "open_far_1e-2"
     aligned: bool = False
+    detector: Path | None = None  # a detection run: uploads are camera frames through the int8 detector
     runtime: str = "litert"
     keep_photos: bool = False
     mqtt_url: str | None = None
@@ -149,7 +150,8 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
         return outbox_entries(payload, mqtt=mqtt_on, webhook=hook_on)
 
     ac = AccessControl(cfg.run_dir, store=store, threshold=cfg.threshold, aligned=cfg.aligned, door=cfg.door,
-                       runtime=cfg.runtime, outbox=outbox, state_dir=Path(cfg.run_dir) / "access")
+                       runtime=cfg.runtime, outbox=outbox, state_dir=Path(cfg.run_dir) / "access",
+                       detector=cfg.detector)
     if cfg.admin_password:
         store.set_admin("admin", hash_password(cfg.admin_password))
     if cfg.door_token:
@@ -400,7 +402,9 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
                     "threshold": round(d.threshold, 4), "threshold_rule": ac.threshold_rule,
                     "stands_for": ac.stands_for, "frames": d.frames, "frames_skipped": errors, "faces": faces,
                     "note": f"{faces} faces in a frame: the largest was used" if faces > 1 else None,
-                    "reason": d.reason, "event_id": d.event_id, "door": door}
+                    "reason": d.reason, "event_id": d.event_id, "door": door,
+                    "boxes": [list(np.round(p.box, 1)) for p in probes if p.box is not None] or None,
+                    "detector_scores": [round(p.det_score, 3) for p in probes if p.det_score is not None] or None}
 
         return await run_in_threadpool(work)
 

@@ -69,6 +69,52 @@ void atalaia_detection_to_frame(atalaia_detection_t* d, double scale, double pad
   }
 }
 
+static double clamped_(const uint8_t* f, int w, int h, long y, long x) {
+  x = x < 0 ? 0 : (x > w - 1 ? w - 1 : x);
+  y = y < 0 ? 0 : (y > h - 1 ? h - 1 : y);
+  return (double)f[y * w + x];
+}
+
+atalaia_letterbox_t atalaia_letterbox(const uint8_t* frame, int w, int h, int in_w, int in_h, float in_scale,
+                                      int in_zero_point, int8_t* input_q) {
+  atalaia_letterbox_t lb;
+  const double sx = (double)in_w / w, sy = (double)in_h / h;
+  lb.scale = sx < sy ? sx : sy;
+  lb.pad_x = (in_w - w * lb.scale) / 2.0;
+  lb.pad_y = (in_h - h * lb.scale) / 2.0;
+  for (int v = 0; v < in_h; ++v)
+    for (int u = 0; u < in_w; ++u) {
+      const double xc = ((double)u + 0.5 - lb.pad_x) / lb.scale, yc = ((double)v + 0.5 - lb.pad_y) / lb.scale;
+      double g = 0.0;
+      if (xc >= 0 && xc < w && yc >= 0 && yc < h) {
+        const double xs = xc - 0.5, ys = yc - 0.5;
+        const long ix = (long)floor(xs), iy = (long)floor(ys);
+        const double fx = xs - ix, fy = ys - iy;
+        const double top = clamped_(frame, w, h, iy, ix) * (1 - fx) + clamped_(frame, w, h, iy, ix + 1) * fx;
+        const double bot = clamped_(frame, w, h, iy + 1, ix) * (1 - fx) + clamped_(frame, w, h, iy + 1, ix + 1) * fx;
+        g = floor(top * (1 - fy) + bot * fy + 0.5);
+        g = g < 0 ? 0 : (g > 255 ? 255 : g);
+      }
+      const float x = (float)g / 255.0f;
+      long q = lrintf(x / in_scale) + in_zero_point;  // lrintf: round half to even, as np.round
+      input_q[v * in_w + u] = (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
+    }
+  return lb;
+}
+
+int atalaia_pick_face(const atalaia_detection_t* d, int n) {
+  int best = -1;
+  double best_area = -1.0;
+  for (int k = 0; k < n; ++k) {
+    const double a = (d[k].box[2] - d[k].box[0]) * (d[k].box[3] - d[k].box[1]);
+    if (a > best_area || (a == best_area && d[k].score > d[best].score)) {
+      best = k;
+      best_area = a;
+    }
+  }
+  return best;
+}
+
 // dlib's 5-point template on the unit square (get_face_chip_details), as data.align.DLIB_TEMPLATE_5
 static const double kTemplate[ATALAIA_DET_POINTS][2] = {
     {0.8595674595992, 0.2134981538014}, {0.6460604764104, 0.2289674387677}, {0.1205750620789, 0.2137274526848},

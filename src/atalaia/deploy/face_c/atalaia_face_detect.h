@@ -50,6 +50,22 @@ int atalaia_face_detect_decode(const int8_t* output_q, const atalaia_det_params_
 void atalaia_align_chip(const uint8_t* frame, int w, int h, const double points[ATALAIA_DET_POINTS][2],
                         int out_size, double crop, uint8_t* chip);
 
+// How a frame maps into the detector input: input = frame * scale + (pad_x, pad_y) (continuous coordinates).
+typedef struct {
+  double scale, pad_x, pad_y;
+} atalaia_letterbox_t;
+
+// The detector's int8 input (in_w x in_h) from a grey frame (w x h, any size), as
+// `atalaia.face.frame.letterbox_frame` + the input quantization: aspect kept, centred, black bars; bilinear at
+// output pixel centres (frame neighbours clamped, outside the frame 0), rounded to a grey level g, then
+// q = round_half_even((g / 255) / in_scale) + in_zero_point in float32 (TFLiteRunner.quantize_input).
+atalaia_letterbox_t atalaia_letterbox(const uint8_t* frame, int w, int h, int in_w, int in_h, float in_scale,
+                                      int in_zero_point, int8_t* input_q);
+
+// The face to use among n detections: the largest box (area), ties -> the higher score (-1 when n == 0),
+// as `atalaia.face.frame.pick_face`.
+int atalaia_pick_face(const atalaia_detection_t* d, int n);
+
 // Letterbox inverse: input pixels -> frame pixels (frame = (input - pad) / scale), boxes and points in place.
 void atalaia_detection_to_frame(atalaia_detection_t* d, double scale, double pad_x, double pad_y);
 
