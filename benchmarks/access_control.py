@@ -3,7 +3,11 @@
 Usage:
     python benchmarks/access_control.py --run-dir runs/lfw [--lfw DIR] [--enrol 5] [--attempts 5]
         [--household 5] [--households 300] [--stranger-knocks 50] [--min-images 10] [--max-impostors 2000]
-        [--out benchmarks/results/access_control.json]
+        [--tier S|M] [--out benchmarks/results/access_control.json]
+
+`--tier S` / `--tier M` labels the door table with the face tier of the run (`benchmarks/lfw.py --tier`) and
+writes it to `benchmarks/results/access_control_<tier>.json` unless `--out` is given, e.g.
+`python benchmarks/access_control.py --run-dir runs/lfw_s --tier S`.
 
 Everything goes through `atalaia.face.access.AccessControl`, the code behind `atalaia access`: the run's int8
 model in LiteRT embeds every chip once, and each rule's threshold is asked from the app for the gallery size
@@ -44,8 +48,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--household", type=int, default=5)
     ap.add_argument("--households", type=int, default=300)
     ap.add_argument("--stranger-knocks", type=int, default=50)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "access_control.json")
+    ap.add_argument("--tier", choices=("S", "M"), default=None, help="face tier of the run (labels the table)")
+    ap.add_argument("--out", type=Path, default=None, help="default results/access_control[_<tier>].json")
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = HERE / "results" / (f"access_control_{a.tier.lower()}.json" if a.tier else "access_control.json")
 
     import numpy as np
 
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     d = ac.check(people[pool[0]][a.enrol])
     e0 = emb[[row_of[f] for f in people[pool[0]][: a.enrol]]] @ emb[row_of[people[pool[0]][a.enrol]]]
     assert abs(d.score - float(e0.max())) < 1e-4, (d, e0)
-    doc = {"benchmark": "access_control", "run_dir": str(a.run_dir), "model_sha256": ac.model_sha256,
+    doc = {"benchmark": "access_control", "tier": a.tier, "run_dir": str(a.run_dir), "model_sha256": ac.model_sha256,
            "enrol_per_resident": a.enrol, "attempts_per_resident": a.attempts,
            "rule": "1-NN cosine over all templates, granted when >= threshold (atalaia.face.access)",
            "caveat": "thresholds and impostor tail were measured on LFW: an in-distribution check of the app, "

@@ -377,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         out["frame_to_decision"] = frame_to_decision(run, face_run, q, hw)
     elif lfw_path.is_file():
         lfw = json.loads(lfw_path.read_text())
-        rec = next(r for r in lfw["rows"] if r["stage"] == "int8_litert")
-        n_inf = int(lfw.get("inferences_per_face", 1))
+        rec = next(r for r in lfw["rows"] if r["stage"] == "int8_litert" and r.get("tier", "S") in ("S", ""))
+        n_inf = int(lfw.get("tiers", {}).get("S", lfw).get("inferences_per_face", 1))  # tiered file: the S tier
         frame_bytes = int(hw[0] * hw[1])
         out["frame_to_decision"] = {
             "recogniser": f"{rec['model']} int8 ({lfw_path.name}), {n_inf} inference(s) per face (mirror TTA)",

@@ -1,5 +1,9 @@
 """Short-schedule probes that chose the `lfw` recipe's student, input crop and loss weights, on LFW View 1.
 
+The `r2_*` probes are issue 11's levers (all three training sets, balanced sampling, consistent teaching with
+4 views, the M student); they have not been run yet: `python benchmarks/lfw_probes.py --only r2_all_sets
+r2_all_sets+balanced r2_all_sets+cv4 r2_m` (cv4 first embeds 4 views of every chip with dlib: hours, once).
+
 Usage:
     python benchmarks/lfw_probes.py [--datasets DIR] [--epochs 6] [--only NAME ...]
                                     [--out benchmarks/results/lfw_probes.json]
@@ -33,6 +37,10 @@ SHARED_DATASETS = Path("/work/shared/datasets")  # the shared workstation's copi
 
 BASE = {"width": 1.0, "crop": 1.0, "kd_weight": 4.0, "rkd_weight": 4.0, "learning_rate": 0.003,
         "name": "ds_cnn", "center_teacher": False}
+ROUND1_SETS = ("celeba_subset_299ids", "celeba_more")  # `sets` of a probe (folders under --datasets)
+ALL_SETS = ("celeba_subset_299ids", "celeba_more", "more_ids_gray")
+_AKD4 = {"width": 1.5, "crop": 0.7, "kd_weight": 16.0, "rkd_weight": 16.0, "learning_rate": 0.006,
+         "center_teacher": True, "anchor_kd_weight": 4.0}  # = center+akd4, the S recipe's loss
 # name -> changes against BASE (the previous recipe); the last one is the combination the recipe now uses
 PROBES: dict[str, dict] = {
     "base": {},
@@ -69,6 +77,12 @@ PROBES: dict[str, dict] = {
                       "center_teacher": True, "anchor_kd_weight": 4.0},
     "recipe+center+kd48": {"width": 1.5, "crop": 0.7, "kd_weight": 48.0, "rkd_weight": 48.0,
                            "learning_rate": 0.006, "center_teacher": True},
+    # issue 11 levers (not run yet): the S recipe's student on all three sets (LFW-overlap identities left out),
+    # then one lever at a time; r2_m is the M tier's student (width 2.5)
+    "r2_all_sets": {**_AKD4, "sets": ALL_SETS},
+    "r2_all_sets+balanced": {**_AKD4, "sets": ALL_SETS, "sampling": "balanced"},
+    "r2_all_sets+cv4": {**_AKD4, "sets": ALL_SETS, "consistent_views": 4},
+    "r2_m": {**_AKD4, "sets": ALL_SETS, "width": 2.5},
 }
 
 
@@ -111,10 +125,20 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     train = TrainConfig(epochs=epochs, batch_size=128, weight_decay=5e-5,
                         **{k: v for k, v in cfg.items() if k == "learning_rate"})
     size = 64
-    cs = load_chip_sets([datasets / "celeba_subset_299ids", datasets / "celeba_more"], size, cache_dir=cache,
+    # LFW-overlap identities are left out (the loader's default since issue 11; round-1 probes predate it)
+    cs = load_chip_sets([datasets / d for d in cfg.get("sets", ROUND1_SETS)], size, cache_dir=cache,
                         crop=cfg["crop"])
     images_tr, labels, teacher, n_cls = cs.images, cs.labels, cs.teacher, cs.num_classes
     fraction = float(cfg.get("fraction", 1.0))
+    views = {}
+    if loss.consistent_views:
+        from atalaia.face.views import consistent_views
+
+        if fraction < 1.0:
+            raise SystemExit("consistent_views and fraction cannot be combined in one probe")
+        cv = consistent_views(cs.files, size, k=loss.consistent_views, cache_dir=cache, crop=cfg["crop"],
+                              log=lambda m: print(m, flush=True))
+        views = {"views": cv.views, "view_targets": cv.targets}
     if fraction < 1.0:
         images_tr, labels, teacher, n_cls = _identity_subset(images_tr, labels, teacher, fraction, seed)
         train = dataclasses.replace(train, epochs=int(round(epochs / fraction)))
@@ -125,7 +149,7 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     idx = {r: i for i, r in enumerate(rel)}
     m = build_student(size, width=cfg["width"], embedding_dim=128, head="gap", name=cfg["name"])
     t0 = time.perf_counter()
-    log = train_embedding(m, images_tr, labels, teacher, n_cls, loss=loss, train=train, seed=seed)
+    log = train_embedding(m, images_tr, labels, teacher, n_cls, loss=loss, train=train, seed=seed, **views)
     secs = time.perf_counter() - t0
     emb = embed(m, images)
     a_tr, b_tr = _index(tr, idx)

@@ -70,3 +70,11 @@ def test_align_counts_faces_and_failures(tmp_path):
     assert "2 images: 1 aligned" in p.stdout and "1 unreadable" in p.stdout
     assert (tmp_path / "chips" / "alice" / "a.jpg").is_file()
     assert "broken.jpg" in (tmp_path / "chips" / "failed.txt").read_text()
+
+
+def test_make_set_on_photos_instead_of_chips_says_to_align_first(tmp_path):
+    orl = Path(__file__).parent / "fixtures" / "faces" / "orl" / "s1_1.pgm"
+    (tmp_path / "photos" / "alice").mkdir(parents=True)
+    (tmp_path / "photos" / "alice" / "1.pgm").write_bytes(orl.read_bytes())
+    p = _atalaia("make-set", str(tmp_path / "photos"), str(tmp_path / "set"), cwd=tmp_path)
+    _assert_user_error(p, "1.pgm: 92x112 is not an aligned face chip", "atalaia align")

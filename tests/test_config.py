@@ -37,6 +37,7 @@ def test_unknown_top_level_key(tmp_path):
     ("train: {epochs: 2.5}\n", "expected an integer"),
     ("prune: {channel: {criterion: random}}\n", "criterion"),
     ("data: {image_size: [32]}\n", "expected 2 values"),
+    ("face: {sampling: weighted}\n", "face.sampling must be uniform or balanced"),
 ])
 def test_invalid_values_are_named(tmp_path, text, msg):
     with pytest.raises(RecipeError, match=msg):

@@ -307,6 +307,28 @@ def align(
                   f"{summary.unreadable} unreadable (listed in {dst / 'failed.txt'})")
 
 
+@app.command("make-set")
+def make_set(
+    src: Annotated[Path, typer.Argument(help="Aligned chips from `atalaia align`: SRC/<person>/<chip>.jpg "
+                                        "(chips directly in SRC are unlabelled).")],
+    dst: Annotated[Path, typer.Argument(help="The chip set to write: chips112/, unlabeled/, labels.csv, "
+                                        "dlib_resnet128.npz (a face.train_sets folder).")],
+    unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Ignore the sub-folder names: every chip is "
+                                             "unlabelled (distillation terms only).")] = False,
+) -> None:
+    """Turn aligned chips into a training chip set with dlib teacher embeddings (the shared sets' format)."""
+    from atalaia.face.makeset import make_chip_set
+
+    try:
+        s = make_chip_set(src, dst, unlabelled=unlabelled, progress=True)
+    except ImportError as e:
+        raise AtalaiaError(str(e)) from None
+    console.print(f"{s.chips} chips: {s.labelled} labelled ({s.identities} identities), {s.unlabelled} unlabelled; "
+                  f"{s.embedded} embedded with dlib, {s.chips - s.embedded} from the cache"
+                  + (f"; {len(s.skipped)} unreadable (listed in {dst / 'make_set_failed.txt'})" if s.skipped else ""))
+    console.print(f"use it with: --set 'face.train_sets=[..., {dst.resolve()}]'")
+
+
 access_app = typer.Typer(no_args_is_help=True, help="Face access control with a face run's int8 model: "
                          "enrol people, check a face at the door, list, remove. State: STATE/access.db (SQLite) "
                          "or --db postgresql://...; the service `atalaia serve` uses the same store.")

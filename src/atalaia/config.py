@@ -146,6 +146,8 @@ class FaceLossConfig:
     anchor_kd_weight: float = 0.0  # KD of the similarity to every training identity's centroid (0 = off)
     anchor_kd_scale: float = 10.0  # 1 / temperature of that softmax
     images_per_identity: int = 0  # K >= 2: batches of batch_size / K identities x K chips; 0 = random batches
+    sampling: str = "uniform"  # uniform: every chip once per epoch | balanced: every identity equally often
+    consistent_views: int = 0  # K > 0: K fixed augmented views per chip with dlib's embedding of each (cached)
     augment: bool = True
     warmup_epochs: float = 1.0
 
@@ -170,12 +172,14 @@ class FaceConfig:
     loss: FaceLossConfig = field(default_factory=FaceLossConfig)
     finetune_lr_scale: float = 0.3  # channel-pruning fine-tune learning rate = train.learning_rate * this
     min_images_per_identity: int = 2  # fewer -> the chips are used unlabelled (KD only)
+    exclude_lfw_overlap: bool = True  # leave out the identities of each set's lfw_overlap.csv (LFW people)
     max_train_chips: int | None = None  # subsample for quick runs / tests (None = all)
     teacher_embeddings: str = "stored"  # stored (dlib_resnet128.npz beside the chips, dlib for the rest) | recompute
     enrol_per_identity: int = 5  # open-set: templates enrolled per person
     open_set_min_images: int = 10  # open-set: people with at least this many LFW images take part
     tflm_max_images: int | None = None  # cap the images run through the TFLM interpreter (None = all)
     mirror_tta: bool = False  # embed each face and its mirror image, average the unit embeddings (2 runs/face)
+    tier: str = ""  # size tier the recipe targets: S | M (atalaia.face.budget) | "" none; labels benchmark rows
 
 
 @dataclass(frozen=True)
@@ -486,6 +490,9 @@ def validate(r: Recipe) -> None:
         (r.face.loss.images_per_identity == 0 or 2 <= r.face.loss.images_per_identity <= r.train.batch_size,
          "face.images_per_identity must be 0 (random batches) or in [2, train.batch_size]"),
         (r.face.loss.head_init in ("teacher", "random"), "face.head_init must be teacher or random"),
+        (r.face.loss.sampling in ("uniform", "balanced"), "face.sampling must be uniform or balanced"),
+        (0 <= r.face.loss.consistent_views <= 64, "face.consistent_views must be in [0, 64] (0 = off)"),
+        (r.face.tier in ("", "S", "M"), "face.tier must be S, M or empty"),
         (r.face.student_head in ("gdc", "gap"), "face.student_head must be gdc or gap"),
         (r.face.teacher_embeddings in ("stored", "recompute"), "face.teacher_embeddings must be stored or recompute"),
         (r.face.enrol_per_identity >= 1 and r.face.open_set_min_images > r.face.enrol_per_identity,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,77 @@ def test_centre_crop_keeps_the_middle_and_is_cached_apart(face_data, tmp_path):
     cropped = load_chip_sets([face_data["chipset"]], 24, cache_dir=tmp_path, crop=0.7)
     assert len(list(tmp_path.glob("chips_*.npz"))) == 2  # the crop is part of the cache key
     assert not np.array_equal(full.images, cropped.images)
+
+
+def _grey_f16_copy(src, dst):
+    """The fixture chip set re-stored like more_ids_gray: grey chips, float16 embeddings, an identity listed in
+    lfw_overlap.csv and an unlabeled/ chip that labels.csv (wrongly) gives an identity."""
+    import csv
+    import shutil
+
+    from PIL import Image
+
+    shutil.copytree(src, dst)
+    for f in (dst / "chips112").rglob("*.jpg"):
+        Image.open(f).convert("L").save(f, quality=95)
+    with np.load(dst / "dlib_resnet128.npz") as z:
+        np.savez(dst / "dlib_resnet128.npz", emb=z["emb"].astype(np.float16), chip=z["chip"], identity=z["identity"])
+    rows = list(csv.reader((dst / "labels.csv").open()))
+    rows = [r if r[0] != "unlabeled/u0.jpg" else [r[0], "3"] for r in rows]
+    with (dst / "labels.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    (dst / "lfw_overlap.csv").write_text("identity,nearest_lfw_person\n1,Someone_Famous\n")
+
+
+def test_grey_float16_set_combines_with_rgb_set_and_leaves_lfw_overlap_out(face_data, tmp_path):
+    grey = tmp_path / "grey"
+    _grey_f16_copy(face_data["chipset"], grey)
+    cs = load_chip_sets([face_data["chipset"], grey], 32)
+    rgb_only = load_chip_sets([face_data["chipset"]], 32)
+    assert len(cs) == 25 + 25 - 6  # identity 1 of the grey set (6 chips) is gone
+    assert cs.num_classes == 4 + 3  # set-local ids kept apart; the overlap identity is not a class
+    assert cs.teacher.dtype == np.float32 and cs.has_teacher.all()
+    # same pixels whether the chip was stored RGB or grey (within JPEG re-encoding), same teacher up to float16
+    np.testing.assert_allclose(cs.teacher[25:25 + 6], rgb_only.teacher[:6], atol=2e-3)
+    assert np.abs(cs.images[25].astype(int) - rgb_only.images[0].astype(int)).mean() < 3
+    assert not [p for p in cs.paths if p.startswith("grey/chips112/00001/")]
+    assert (cs.labels[[p.endswith("unlabeled/u0.jpg") for p in cs.paths]] == -1).all()  # unlabeled/ is never a class
+    info = {p["set"]: p for p in cs.per_set}[str(grey)]
+    assert (info["excluded_identities"], info["excluded_chips"], info["lfw_overlap_listed"]) == (1, 6, 1)
+    assert info["identities"] == 3 and info["unlabelled_chips"] == 1
+    kept = load_chip_sets([grey], 32, exclude_lfw_overlap=False)
+    assert len(kept) == 25 and kept.per_set[0]["excluded_chips"] == 0
+    assert len(cs.files) == len(cs) and all(Path(f).is_file() for f in cs.files)
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("dup", "listed twice"), ("emptychip", "empty 'chip'"), ("badoverlap", "lfw_overlap.csv.*identity"),
+    ("npzshape", r"'emb' must be \(N, 128\)"), ("npzpaths", "none of its"), ("npzids", "disagrees"),
+    ("npzkeys", "missing"),
+])
+def test_malformed_set_files_are_one_clear_error_naming_the_file(face_data, tmp_path, problem, match):
+    import shutil
+
+    d = tmp_path / "cs"
+    shutil.copytree(face_data["chipset"], d)
+    labels, npz = d / "labels.csv", d / "dlib_resnet128.npz"
+    with np.load(npz) as z:
+        emb, chip, ident = z["emb"], z["chip"], z["identity"]
+    if problem == "dup":
+        labels.write_text(labels.read_text() + "chips112/00000/0.jpg,0\n")
+    elif problem == "emptychip":
+        labels.write_text(labels.read_text() + ",2\n")
+    elif problem == "badoverlap":
+        (d / "lfw_overlap.csv").write_text("person\nx\n")
+    elif problem == "npzshape":
+        np.savez(npz, emb=emb[:, :64], chip=chip)
+    elif problem == "npzpaths":
+        np.savez(npz, emb=emb, chip=np.array(["other/" + c for c in chip]))
+    elif problem == "npzids":
+        np.savez(npz, emb=emb, chip=chip, identity=(ident + 1))
+    elif problem == "npzkeys":
+        np.savez(npz, embeddings=emb, chip=chip)
+    with pytest.raises(DataError, match=match) as e:
+        load_chip_sets([d], 24)
+    assert str(d) in str(e.value)
+

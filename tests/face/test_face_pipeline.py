@@ -48,7 +48,8 @@ def test_bundled_lfw_recipe_loads():
     from atalaia.config import PACKAGE_DIR
 
     r = load_recipe(PACKAGE_DIR / "recipes" / "lfw.yaml")
-    assert r.task == "verification" and r.data.channels == 1 and len(r.face.train_sets) == 2
+    assert r.task == "verification" and r.data.channels == 1 and len(r.face.train_sets) == 3
+    assert r.face.tier == "S" and r.face.exclude_lfw_overlap and r.face.loss.consistent_views == 0
 
 
 @pytest.mark.slow
@@ -120,3 +121,31 @@ def test_face_pipeline_end_to_end_and_resume(face_data, tmp_path):
     assert "#define ATALAIA_FACE_INPUT_SIZE 32" in header and "#define ATALAIA_FACE_CROP 0.8f" in header
     assert f"{facts['threshold_far_1e-3']:.9g}f" in header and "#define ATALAIA_FACE_MIRROR_TTA 1" in header
     assert (tmp_path / "exp" / "model_data.cc").is_file() and (tmp_path / "exp" / "esp-idf-esp32s3").is_dir()
+
+
+def test_consistent_views_are_made_once_for_the_training_chips(face_data, tmp_path, monkeypatch):
+    """face.loss.consistent_views = K: the plan asks atalaia.face.views for K views of exactly its training chip
+    files (after the LFW-overlap exclusion and subsampling), once, and hands them to every training stage."""
+    import numpy as np
+
+    import atalaia.pipeline.verification as V
+    from atalaia.face.views import ConsistentViews
+
+    calls = []
+
+    def fake(files, size, *, k, cache_dir, crop, workers, progress, log):
+        calls.append((tuple(files), size, k, crop))
+        return ConsistentViews(np.zeros((len(files), k, size, size, 1), np.uint8),
+                               np.ones((len(files), k, 128), np.float32), 0, ())
+
+    monkeypatch.setattr(V, "consistent_views", fake)
+    r = _recipe(face_data, tmp_path, **{"face.consistent_views": 2, "face.crop": 0.8, "face.max_train_chips": 20})
+    plan = make_plan(r, tmp_path / "run")
+    plan.prepare()
+    first, again = plan._views(), plan._views()
+    assert len(calls) == 1 and calls[0][1:] == (32, 2, 0.8)
+    assert calls[0][0] == plan.chips.files and len(plan.chips.files) == 20 == len(plan.chips.images)
+    assert first["views"].shape == (20, 2, 32, 32, 1) and again["view_targets"] is first["view_targets"]
+    plan_off = make_plan(_recipe(face_data, tmp_path), tmp_path / "run_off")
+    plan_off.prepare()
+    assert plan_off._views() == {} and len(calls) == 1

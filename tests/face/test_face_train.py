@@ -123,3 +123,25 @@ def test_ctrl_c_stops_after_the_current_batch(chips, fit_args):
         train_embedding(m, chips.images, chips.labels, chips.teacher, chips.num_classes,
                         **fit_args(epochs=5, batch_size=8, warmup_epochs=0.0), progress=progress)
     assert epochs_done == [1]
+
+
+def test_balanced_sampling_draws_identities_equally_often_uniform_keeps_every_chip_once():
+    from atalaia.face.train import epoch_order
+
+    labels = np.array([0] * 60 + [1] * 4 + [2] * 4 + [3] * 4 + [-1] * 28)  # one big identity, 3 small, unlabelled
+    uni = epoch_order(labels, sampling="uniform", images_per_identity=0, rng=np.random.default_rng(0))
+    assert sorted(uni.tolist()) == list(range(len(labels)))
+    counts = np.zeros(4)
+    n_unl = 0
+    for seed in range(50):
+        order = epoch_order(labels, sampling="balanced", images_per_identity=0, rng=np.random.default_rng(seed))
+        assert len(order) == len(labels)
+        counts += np.bincount(labels[order][labels[order] >= 0], minlength=4)
+        n_unl += int((labels[order] < 0).sum())
+    share = counts / counts.sum()
+    assert np.abs(share - 0.25).max() < 0.05  # uniform sampling would give identity 0 a share of 0.83
+    assert abs(n_unl / (50 * len(labels)) - 0.28) < 0.03  # unlabelled chips keep their share of the epoch
+    grouped = epoch_order(labels, sampling="balanced", images_per_identity=4, rng=np.random.default_rng(1))
+    assert len(grouped) == len(labels) and int((np.diff(labels[grouped]) != 0).sum()) < 40
+    with pytest.raises(RecipeError, match="sampling"):
+        epoch_order(labels, sampling="weighted", images_per_identity=0, rng=np.random.default_rng(0))

@@ -3,6 +3,9 @@
 - `atalaia.face.data`: chip sets (labels.csv + chips + stored dlib embeddings), grey, resized to the student.
 - `atalaia.face.train`: the student (`build_student`) and its training (`train_embedding`): CosFace/ArcFace
   margin head + cosine KD (through a learned projection when dims differ) + relational KD.
+- `atalaia.face.views`: consistent teaching: K cached augmented views per chip, each with dlib's embedding.
+- `atalaia.face.budget`: the size tiers S / M and a check of a recipe's student against its tier, untrained.
+- `atalaia.face.makeset`: a user's aligned chips -> a chip set (labels.csv + dlib embeddings), `atalaia make-set`.
 - `atalaia.face.evalset`: the LFW pairs / open-set evaluation set and `verification_summary`.
 - `atalaia.face.teacher`: training chips with teacher targets, the teacher's LFW embeddings and costs.
 - `atalaia.face.detect`, `atalaia.face.align5`: training/running the face detector on frames, and the on-device
@@ -14,4 +17,4 @@
 The plan that runs them is `atalaia.pipeline.verification`.
 """
 
-__all__ = ["access", "align5", "data", "detect", "evalset", "frame", "teacher", "train"]
+__all__ = ["access", "align5", "budget", "data", "detect", "evalset", "frame", "makeset", "teacher", "train", "views"]

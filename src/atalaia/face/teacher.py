@@ -25,15 +25,21 @@ class TrainingChips:
     teacher: np.ndarray
     num_classes: int
     info: dict[str, Any]
+    files: tuple[str, ...] = ()  # absolute chip paths (consistent teaching re-reads the 112 chips)
 
 
 def load_training_chips(train_sets: Sequence[Path], size: int, *, cache_dir: Path, crop: float,
                         min_images_per_identity: int, max_train_chips: int | None, seed: int,
-                        log: Callable[[str], None]) -> TrainingChips:
+                        log: Callable[[str], None], exclude_lfw_overlap: bool = True) -> TrainingChips:
     """Every chip of the chip sets (optionally a seeded subsample), labels re-densified after subsampling
-    (identities left with one chip become unlabelled: they still feed KD)."""
+    (identities left with one chip become unlabelled: they still feed KD). `info["per_set"]` says, per set,
+    how many identities and chips lfw_overlap.csv removed."""
     cs = load_chip_sets(list(train_sets), size, cache_dir=cache_dir, min_images_per_identity=min_images_per_identity,
-                        crop=crop)
+                        crop=crop, exclude_lfw_overlap=exclude_lfw_overlap)
+    for ps in cs.per_set:
+        if ps["lfw_overlap_file"]:
+            log(f"[data] {Path(ps['set']).name}: {ps['excluded_identities']} identities ({ps['excluded_chips']} chips) "
+                f"left out as LFW overlap ({ps['lfw_overlap_file']})")
     if cs.skipped:
         log(f"[data] {len(cs.skipped)} training chip(s) unreadable, left out (listed in report)")
     idx = np.arange(len(cs))
@@ -55,8 +61,10 @@ def load_training_chips(train_sets: Sequence[Path], size: int, *, cache_dir: Pat
             "labelled": int((dense >= 0).sum()), "unlabelled": int((dense < 0).sum()), "identities": num_classes,
             "chips_without_teacher": no_teacher, "skipped": [{"path": p, "reason": why} for p, why in cs.skipped],
             "fingerprint": cs.fingerprint(), "subsampled_to": max_train_chips, "image_size": [size, size],
-            "channels": 1, "crop": crop}
-    return TrainingChips(images, dense, teacher, num_classes, info)
+            "channels": 1, "crop": crop, "exclude_lfw_overlap": exclude_lfw_overlap, "per_set": list(cs.per_set),
+            "excluded_lfw_overlap": {"identities": sum(p["excluded_identities"] for p in cs.per_set),
+                                     "chips": sum(p["excluded_chips"] for p in cs.per_set)}}
+    return TrainingChips(images, dense, teacher, num_classes, info, tuple(cs.files[i] for i in idx))
 
 
 def teacher_eval_embeddings(ev: EvalSet, *, source: str, cache_dir: Path,

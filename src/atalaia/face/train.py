@@ -14,7 +14,8 @@ Loss per batch (every term is returned by name, so it can be logged):
                                       identities as classes; off unless anchor_kd_weight > 0);
     loss = ce_weight * ce + kd_weight * kd + rkd_weight * rkd + anchor_kd_weight * akd.
 
-`images_per_identity` = K >= 2 builds batches of batch_size / K identities x K chips, so the rkd matrix holds
+`sampling` = balanced draws every identity equally often (see `epoch_order`); uniform (the default) shows
+every chip once per epoch. `images_per_identity` = K >= 2 builds batches of batch_size / K identities x K chips, so the rkd matrix holds
 same-person pairs (the pairs verification thresholds); random batches of 128 from 1,139 identities hold ~7.
 
 Teacher centring (`center_teacher`, on by default): dlib's embeddings share one large common direction. On the
@@ -28,6 +29,8 @@ its raw embeddings); the student simply learns the centred space.
 Augmentation (training only, in-graph): horizontal flip, a random crop of 88-100 % of the side shifted by up to
 4 % and resized back, brightness/contrast jitter. It is mild on purpose: the teacher embedding was computed on
 the un-augmented chip, and a face flipped or shifted by a few pixels keeps the same dlib embedding (~0.05 L2).
+`face.loss.consistent_views` = K > 0 removes that mismatch instead: K fixed views per chip made with the same
+ranges, each with dlib's own embedding (`atalaia.face.views`), and no in-graph augmentation.
 
 The student is `atalaia.models.students.ds_cnn` (the registry's MCU student, dropout off) cut at its linear
 `embedding` layer: a plain chain, so `atalaia.compress.prune.channel_prune` can narrow it.
@@ -140,19 +143,50 @@ def identity_batches(labels: np.ndarray, k: int, rng: np.random.Generator) -> np
     return np.concatenate([groups[i] for i in rng.permutation(len(groups))]) if groups else np.zeros(0, np.int64)
 
 
+def epoch_order(labels: np.ndarray, *, sampling: str, images_per_identity: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """One epoch's chip indices (len(labels) of them). `uniform`: every chip once. `balanced`: drawn with
+    replacement so every labelled identity is drawn equally often (weight 1 / its chip count) while labelled
+    and unlabelled chips keep their share of the epoch: with 756 identities of 4-14 chips beside 1,139 of
+    ~20, uniform sampling shows the margin head the big identities 2-5x more often. With images_per_identity
+    K >= 2 the drawn chips are then grouped K per identity (`identity_batches`)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if sampling == "uniform":
+        drawn = np.arange(n)
+    elif sampling == "balanced":
+        lab = labels >= 0
+        w = np.ones(n, np.float64)
+        if lab.any():
+            uniq, inv, cnt = np.unique(labels[lab], return_inverse=True, return_counts=True)
+            w[lab] = (lab.sum() / len(uniq)) / cnt[inv.reshape(-1)]
+        drawn = rng.choice(n, size=n, replace=True, p=w / w.sum())
+    else:
+        raise RecipeError(f"face.sampling must be uniform or balanced, got '{sampling}'")
+    if images_per_identity >= 2:
+        return drawn[identity_batches(labels[drawn], images_per_identity, rng)]
+    return drawn[rng.permutation(len(drawn))]
+
+
 def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teacher_emb: np.ndarray,
                     num_classes: int, *, loss: FaceLossConfig, train: TrainConfig, seed: int,
                     epochs: int | None = None, learning_rate: float | None = None,
                     warmup_epochs: float | None = None,
                     progress: Callable[[int], None] | None = None,
                     log: Callable[[str], None] | None = None,
-                    init_head: np.ndarray | None = None, init_proj: np.ndarray | None = None) -> TrainLog:
+                    init_head: np.ndarray | None = None, init_proj: np.ndarray | None = None,
+                    views: np.ndarray | None = None, view_targets: np.ndarray | None = None) -> TrainLog:
     """Train `student` (an embedding model) in place. images (N, S, S, C) uint8; labels (N,) int (-1 =
     unlabelled); teacher_emb (N, 128) float32, NaN rows = no teacher target (KD masked for that chip).
     Returns the per-epoch loss log. BatchNorm statistics are recalibrated on un-augmented data at the end.
 
     `loss` is the recipe's `face.loss` and `train` its `train` section, used as they are; `epochs`,
-    `learning_rate` and `warmup_epochs` override them for a fine-tune (the channel-pruning stage)."""
+    `learning_rate` and `warmup_epochs` override them for a fine-tune (the channel-pruning stage).
+
+    Consistent teaching (`atalaia.face.views`): `views` (N, K, S, S, C) uint8 and `view_targets` (N, K, 128)
+    replace the chip and its teacher embedding: each step shows one random view of each chip against the
+    teacher's embedding of that view, with no further augmentation (it would break the match). The KD
+    targets, their centring and the anchor centroids then all come from the view embeddings."""
     import keras
     import tensorflow as tf
 
@@ -169,6 +203,14 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
         raise RecipeError("no training chips")
     labels = np.asarray(labels, np.int64)
     teacher, t_ok = kd_targets(teacher_emb, center=loss.center_teacher)
+    consistent = views is not None
+    if consistent:
+        if view_targets is None or len(views) != n or tuple(view_targets.shape[:2]) != tuple(views.shape[:2]):
+            raise RecipeError(f"consistent views {None if views is None else views.shape} need targets of the same "
+                              f"(N, K) for the {n} chips; got {None if view_targets is None else view_targets.shape}")
+        k_views = int(views.shape[1])
+        vt, v_ok = kd_targets(np.asarray(view_targets).reshape(n * k_views, -1), center=loss.center_teacher)
+        vt, v_ok = vt.reshape(n, k_views, -1), v_ok.reshape(n, k_views)
     use_ce = loss.margin != "none" and loss.ce_weight > 0 and num_classes >= 2
     d = int(student.outputs[0].shape[-1])
     td = teacher.shape[1]
@@ -177,8 +219,10 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
     use_proj = loss.kd_projection or d != td
     proj = tf.Variable(tf.random.normal((d, td), stddev=1.0 / math.sqrt(d), seed=seed + 1), name="kd_proj")
     cent = np.zeros((td, max(num_classes, 2)), np.float32)
-    ok = (labels >= 0) & t_ok
-    np.add.at(cent.T, labels[ok], teacher[ok])
+    c_lab, c_t, c_ok = (np.repeat(labels, k_views), vt.reshape(n * k_views, -1), v_ok.reshape(-1)) if consistent \
+        else (labels, teacher, t_ok)
+    ok = (c_lab >= 0) & c_ok
+    np.add.at(cent.T, c_lab[ok], c_t[ok])
     cent /= np.maximum(np.linalg.norm(cent, axis=0, keepdims=True), 1e-6)
     if use_ce and loss.head_init == "teacher" and not use_proj and d == td:
         head.assign(cent)
@@ -203,7 +247,7 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
     @tf.function(reduce_retracing=True)
     def step(xb, yb, tb, tmask):
         x = tf.cast(xb, tf.float32) / 255.0
-        if loss.augment:
+        if loss.augment and not consistent:
             x = _augment(tf, x, seed_gen)
         with tf.GradientTape() as tape:
             e = student(x, training=True)
@@ -259,13 +303,16 @@ def train_embedding(student, images_uint8: np.ndarray, labels: np.ndarray, teach
     tlog = TrainLog()
     t0 = time.perf_counter()
     for ep in interruptible(range(epochs)):  # Ctrl-C: stop after the current batch (check_interrupt)
-        order = identity_batches(labels, loss.images_per_identity, rng) \
-            if loss.images_per_identity >= 2 else rng.permutation(n)
+        order = epoch_order(labels, sampling=loss.sampling, images_per_identity=loss.images_per_identity, rng=rng)
         sums: dict[str, float] = {}
         nb = 0
         for s in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
             idx = order[s : s + batch_size]
-            out = step(images_uint8[idx], labels[idx], teacher[idx], t_ok[idx])
+            if consistent:
+                v = rng.integers(k_views, size=len(idx))
+                out = step(views[idx, v], labels[idx], vt[idx, v], v_ok[idx, v])
+            else:
+                out = step(images_uint8[idx], labels[idx], teacher[idx], t_ok[idx])
             check_interrupt()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -288,4 +335,4 @@ def embed(model, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.asarray(model.predict(to_float(images_uint8), batch_size=batch_size, verbose=0), np.float32)
 
 
-__all__ = ["TrainLog", "build_student", "embed", "identity_batches", "kd_targets", "train_embedding"]
+__all__ = ["TrainLog", "build_student", "embed", "epoch_order", "identity_batches", "kd_targets", "train_embedding"]

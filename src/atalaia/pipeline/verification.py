@@ -1,7 +1,8 @@
 """The face-embedding plan (`task: verification`): a grey int8 student distilled from dlib's ResNet, on LFW.
 
     teacher         dlib ResNet 128-d on the LFW chips (stored embeddings, dlib for chips without one)
-    student         ds_cnn embedding student: margin softmax + embedding/relational/anchor KD (`face.loss`)
+    student         ds_cnn embedding student: margin softmax + embedding/relational/anchor KD (`face.loss`;
+                    with face.loss.consistent_views = K, on K cached augmented views with dlib targets each)
     pruned_channel  structured channel pruning + the same loss, fine-tuned                     [optional]
     int8_litert     full-integer PTQ, run with LiteRT reference kernels; face_model.json for the device
     int8_tflm       the same .tflite in the TFLM interpreter on the evaluation images (arena, parity)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from atalaia.face.data import representative_inputs
 from atalaia.face.evalset import build_eval_set, verification_summary
 from atalaia.face.teacher import dlib_costs, load_training_chips, teacher_eval_embeddings
 from atalaia.face.train import TrainLog, build_student, embed, train_embedding
+from atalaia.face.views import consistent_views
 from atalaia.ioutil import atomic_write_text
 from atalaia.pipeline.plan import Plan, Stage
 from atalaia.pipeline.runfolder import StageOutcome, now_utc
@@ -125,7 +128,8 @@ class VerificationPlan(Plan):
                  f"({time.perf_counter() - t0:.1f} s)")
         self.chips = load_training_chips([self._path(p) for p in f.train_sets], self.size, cache_dir=self.cache_dir,
                                          crop=f.crop, min_images_per_identity=f.min_images_per_identity,
-                                         max_train_chips=f.max_train_chips, seed=r.seed, log=self.log)
+                                         max_train_chips=f.max_train_chips, seed=r.seed, log=self.log,
+                                         exclude_lfw_overlap=f.exclude_lfw_overlap)
         i = self.chips.info
         self.log(f"[data] training: {i['chips']} chips, {i['identities']} identities, {i['unlabelled']} unlabelled")
         self._models: dict[str, keras.Model] = {}
@@ -204,8 +208,23 @@ class VerificationPlan(Plan):
                           extra={**_ver_fields(ver), "teacher": info})
         return row, {"verification": ver, "teacher": info}
 
+    def _views(self) -> dict:
+        """Consistent teaching's views and their dlib targets (face.loss.consistent_views = K > 0), made once."""
+        k, f = self.recipe.face.loss.consistent_views, self.recipe.face
+        if k <= 0:
+            return {}
+        if not hasattr(self, "_cv"):
+            n, t0 = len(self.chips.files), time.perf_counter()
+            self._cv = consistent_views(self.chips.files, self.size, k=k, cache_dir=self.cache_dir, crop=f.crop,
+                                        workers=min(4, os.cpu_count() or 1),  # same embeddings, in parallel
+                                        progress=self.progress("views: dlib teacher", n), log=self.log)
+            self.log(f"[views] {n} chips x {k} views ready ({self._cv.embedded} embedded now, "
+                     f"{time.perf_counter() - t0:.1f} s)")
+        return {"views": self._cv.views, "view_targets": self._cv.targets}
+
     def _train(self, m, stage: str, *, epochs: int, init: dict | None = None, **kw) -> TrainLog:
         c = self.chips
+        kw |= self._views()
         return train_embedding(m, c.images, c.labels, c.teacher, c.num_classes, loss=self.recipe.face.loss,
                                train=self.recipe.train, epochs=epochs, progress=self.progress(f"{stage}: epochs", epochs),
                                log=lambda s: self.log(f"[{stage}] {s}"), init_head=(init or {}).get("head"),

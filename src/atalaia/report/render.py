@@ -620,6 +620,10 @@ def _face_dataset_items(train: dict[str, Any], ev: dict[str, Any]) -> list[str]:
                      f"(margin head), {fmt(train.get('unlabelled'), 'int')} unlabelled (KD only), "
                      f"{fmt(len(train.get('skipped') or []), 'int')} unreadable (left out), "
                      f"{fmt(train.get('chips_without_teacher'), 'int')} without a teacher embedding")
+    for ps in train.get("per_set") or []:  # LFW-overlap identities left out, per set (face.exclude_lfw_overlap)
+        if ps.get("lfw_overlap_file"):
+            items.append(f"left out of {ps['set']} as LFW overlap: {fmt(ps['excluded_identities'], 'int')} identities "
+                         f"({fmt(ps['excluded_chips'], 'int')} chips), listed in {ps['lfw_overlap_file']}")
     if ev:
         items.append(f"evaluation: {ev.get('pairs_file')}: {fmt(ev.get('pairs_used'), 'int')} of "
                      f"{fmt(ev.get('pairs_declared'), 'int')} pairs used ({fmt(ev.get('pairs_missing'), 'int')} "
