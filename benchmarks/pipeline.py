@@ -62,6 +62,8 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "tensorflow": tf.__version__},
         "wall_time_s": round(wall, 1),
+        "priority": {"nice": os.nice(0), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+                     "note": "other jobs may share the cores; a negative nice gives this run most of the CPU"},
         "stage_wall_time_s": report["timings_s"],
         "stages": report["stages"],
         "kd": report.get("kd"),
