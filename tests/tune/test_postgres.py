@@ -80,7 +80,7 @@ def test_two_workers_then_a_killed_worker(tmp_path):
     study = f"pgtest-{uuid.uuid4().hex[:8]}"
 
     # 1. two workers at once, one study, a total budget of 6 finished trials
-    procs = [_worker(recipe, out, study, 6, 2, log=tmp_path / f"w{i}.log") for i in range(2)]
+    procs = [_worker(recipe, out, study, 6, 1, log=tmp_path / f"w{i}.log") for i in range(2)]
     for i, p in enumerate(procs):
         assert p.wait(timeout=900) == 0, (tmp_path / f"w{i}.log").read_text()[-3000:]
     trials = _trials(study)
@@ -89,7 +89,7 @@ def test_two_workers_then_a_killed_worker(tmp_path):
     assert len(workers) == 2, f"both workers should have run trials: {workers}"
 
     # 2. a worker (on "another machine") is SIGKILLed in the middle of a trial ...
-    killed = _worker(recipe, out, study, 9, 2, host="machine-a", log=tmp_path / "killed.log")
+    killed = _worker(recipe, out, study, 9, 1, host="machine-a", log=tmp_path / "killed.log")
     deadline = time.time() + 600
     victim = None
     while time.time() < deadline and victim is None:
@@ -106,7 +106,7 @@ def test_two_workers_then_a_killed_worker(tmp_path):
     assert left.state.name == "RUNNING"  # a dead process cannot close its trial: left RUNNING ...
 
     # ... and the study stays usable: a new worker finishes the budget, failing + retrying the stale trial
-    follower = _worker(recipe, out, study, 9, 2, log=tmp_path / "follower.log")
+    follower = _worker(recipe, out, study, 9, 1, log=tmp_path / "follower.log")
     assert follower.wait(timeout=900) == 0, (tmp_path / "follower.log").read_text()[-3000:]
     trials = _trials(study)
     by_num = {t.number: t for t in trials}
@@ -121,5 +121,5 @@ def test_two_workers_then_a_killed_worker(tmp_path):
         from atalaia.config import load_recipe
         from atalaia.tune import SearchSpace, tune
 
-        tune(load_recipe(recipe), trials=10, study_name=study, storage=PG_URL, out_dir=out, epochs=2,
+        tune(load_recipe(recipe), trials=10, study_name=study, storage=PG_URL, out_dir=out, epochs=1,
              search_space=SearchSpace(alpha=(0.1, 0.2)), log=lambda m: None)
