@@ -123,12 +123,13 @@ def run_probe(name: str, task) -> dict:
 
 
 def pixels(chips: str) -> dict:
-    """Numpy baselines on raw pixels (per-image standardised), 3 seeds, at several centre crops."""
+    """Numpy baselines on raw pixels (per-image standardised): 1-NN and nearest class mean for seeds 42-44 at
+    several centre crops; softmax regression (the slow one) at the tables' crop 0.7 only."""
     from atalaia.data.chip_task import ChipTaskConfig, load_chip_task
     from atalaia.data.dataset import stratified_split
 
     out = {}
-    for crop in (0.7, 0.8, 0.9, 1.0):
+    for crop in (0.6, 0.7, 0.85, 1.0):
         t = load_chip_task(chips, ChipTaskConfig(image_size=40, crop=crop))
         y = t.dataset.labels
         x = t.dataset.images.reshape(len(y), -1).astype(np.float64)
@@ -139,8 +140,10 @@ def pixels(chips: str) -> dict:
             r["1nn"].append(float(np.mean(y[tr][np.argmax(x[te] @ x[tr].T, 1)] == y[te])))
             means = np.stack([x[tr][y[tr] == c].mean(0) for c in range(t.dataset.num_classes)])
             r["nearest_mean"].append(float(np.mean(np.argmax(x[te] @ means.T, 1) == y[te])))
-            r["softmax_regression"].append(float(np.mean(_softmax_regression(x[tr] / 40, y[tr], x[te] / 40) == y[te])))
-        out[str(crop)] = {k: {"per_seed": v, "mean": float(np.mean(v))} for k, v in r.items()}
+            if crop == 0.7:
+                pred = _softmax_regression(x[tr] / 40, y[tr], x[te] / 40)
+                r["softmax_regression"].append(float(np.mean(pred == y[te])))
+        out[str(crop)] = {k: {"per_seed": v, "mean": float(np.mean(v))} for k, v in r.items() if v}
         print(crop, {k: round(v["mean"], 4) for k, v in out[str(crop)].items()}, flush=True)
     return {"what": "pixel baselines (seeds 42-44, test accuracy) per centre crop of the 112 chip",
             "crops": out}
@@ -175,8 +178,10 @@ def render(r: dict) -> str:
         lines += ["", "Pixel baselines (numpy, test accuracy %, mean of seeds 42-44):", "",
                   "| crop | 1-NN | nearest class mean | softmax regression |", "|---|---|---|---|"]
         for crop, v in r["pixels"]["crops"].items():
+            sr = v.get("softmax_regression")
             lines.append(f"| {crop} | {v['1nn']['mean'] * 100:.1f} | {v['nearest_mean']['mean'] * 100:.1f} | "
-                         f"{v['softmax_regression']['mean'] * 100:.1f} |")
+                         f"{sr['mean'] * 100:.1f} |" if sr else f"| {crop} | {v['1nn']['mean'] * 100:.1f} | "
+                         f"{v['nearest_mean']['mean'] * 100:.1f} | — |")
     return "\n".join(lines) + "\n"
 
 

@@ -92,8 +92,9 @@ def tune_kd(name: str, split, table: np.ndarray, args, num_classes: int, seed: i
                         "epochs_run": len(t.intermediate_values)} for t in done]}
 
 
-def run_model(name: str, task, seeds: list[int], teachers: dict, args) -> tuple[dict, dict, dict]:
-    """Tune on the first seed, then baseline + KD per seed. Returns (chosen, rows, pooled KD gain)."""
+def run_model(name: str, task, seeds: list[int], teachers: dict, args):
+    """Tune on the first seed (unless `--kd` gives alpha:T), then baseline + KD per seed. Yields (chosen, rows,
+    pooled KD gain) after every seed, so a run cut short keeps its finished seeds."""
     from atalaia.deploy.tflite import convert_int8
     from atalaia.evaluate.profile import count_params
 
@@ -105,7 +106,10 @@ def run_model(name: str, task, seeds: list[int], teachers: dict, args) -> tuple[
         split, table = teachers[seed]["split"], teachers[seed]["table"]
         y = split.test.labels
         t0 = time.perf_counter()
-        if si == 0:
+        if si == 0 and args.kd:
+            a, t = (float(v) for v in args.kd.split(":"))
+            chosen = {"alpha": a, "temperature": t, "source": args.kd_note or "given with --kd (not tuned here)"}
+        elif si == 0:
             chosen = tune_kd(name, split, table, args, k, seed)
             chosen["tune_seconds"] = round(time.perf_counter() - t0, 1)
             print(f"  {name}: tuned alpha {chosen['alpha']}, T {chosen['temperature']} (val "
@@ -129,8 +133,8 @@ def run_model(name: str, task, seeds: list[int], teachers: dict, args) -> tuple[
         print(f"  {name:12s} seed {seed} base {np.mean(pred_b == y) * 100:6.2f}  KD {np.mean(pred_k == y) * 100:6.2f}"
               f"  int8 {np.mean(pred_q == y) * 100:6.2f} ({len(blob)} B)  gain {diff.fmt()}  "
               f"[{time.perf_counter() - t0:.0f}s]", flush=True)
-    y, pb, pk = (np.concatenate([p[i] for p in pairs]) for i in range(3))
-    return chosen, rows, paired_bootstrap(y, pb, pk, n_boot=2000).to_dict()
+        ya, pb, pk = (np.concatenate([p[i] for p in pairs]) for i in range(3))
+        yield chosen, rows, paired_bootstrap(ya, pb, pk, n_boot=2000).to_dict()
 
 
 def main() -> int:
@@ -148,6 +152,8 @@ def main() -> int:
     ap.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
     ap.add_argument("--trials", type=int, default=6, help="tuner trials per student (32 = the whole grid)")
     ap.add_argument("--tune-epochs", type=int, default=10, help="epochs per tuner trial")
+    ap.add_argument("--kd", default=None, help="'alpha:T': skip tuning and use this point (say why in --kd-note)")
+    ap.add_argument("--kd-note", default=None, help="where a --kd point comes from (written to the JSON)")
     ap.add_argument("--merge", nargs="+", default=None, help="merge part JSONs (from --out) into --out; no training")
     ap.add_argument("--out", default=str(tc.REPO / "benchmarks" / "results" / "thesis_table1"))
     args = ap.parse_args()
@@ -185,12 +191,12 @@ def main() -> int:
     }
     for name in models:
         t0 = time.perf_counter()
-        chosen, rows, pooled = run_model(name, task, seeds, teachers, args)
-        result["chosen_kd"][name], result["rows"][name], result["kd_gain_pooled"][name] = chosen, rows, pooled
-        result["model_seconds"][name] = round(time.perf_counter() - t0, 1)
-        result["complete"] = name == models[-1]
-        result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
-        _write(out, result)
+        for chosen, rows, pooled in run_model(name, task, seeds, teachers, args):
+            result["chosen_kd"][name], result["rows"][name], result["kd_gain_pooled"][name] = chosen, rows, pooled
+            result["model_seconds"][name] = round(time.perf_counter() - t0, 1)
+            result["complete"] = name == models[-1] and len(rows["kd"]) == len(seeds)
+            result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+            _write(out, result)
     print(json.dumps({"written": [str(out.with_suffix(".json")), str(out.with_suffix(".md"))],
                       "wall_seconds": result["wall_seconds"]}))
     return 0
@@ -279,6 +285,9 @@ def render(r: dict) -> str:
                          f"{alpha} | {temp} | {seeds[0]['params']:,} | {seeds[0]['int8_flash_bytes'] / 1000:.1f} | "
                          f"{q} | {gain} |")
     lines.append("")
+    for name, ch in r["chosen_kd"].items():
+        if "source" in ch:
+            lines.append(f"{name}: alpha/T not tuned in this part: {ch['source']}.\n")
     lines.append("accuracy / macro-F1: mean ± std over seeds (one value when one seed), Keras float model. int8 "
                  "flash = bytes of the full-int8 `.tflite` of the KD student as flashed (not gzip); int8 accuracy = "
                  "that file on the test images (LiteRT). KD gain = KD - baseline, paired over the same test images, "
