@@ -124,11 +124,12 @@ def run_model(name: str, task, seeds: list[int], teachers: dict, args):
         pred_q = tc.tflite_predict(blob, split.test.images)
         diff = paired_bootstrap(y, pred_b, pred_k, n_boot=1000, seed=seed)
         common = {"seed": seed, "params": int(count_params(kd)), "int8_flash_bytes": len(blob)}
-        rows["baseline"].append(common | tc.score(y, pred_b, k) | {"best_epoch": hb.best_epoch,
-                                                                   "val_accuracy": max(hb.val_accuracy)})
+        rows["baseline"].append(common | tc.score(y, pred_b, k) | {
+            "best_epoch": hb.best_epoch, "val_accuracy": max(hb.val_accuracy),
+            "y_test": y.tolist(), "pred_test": pred_b.tolist()})
         rows["kd"].append(common | tc.score(y, pred_k, k) | {
             "best_epoch": hk.best_epoch, "val_accuracy": max(hk.val_accuracy),
-            "int8": tc.score(y, pred_q, k), "kd_gain": diff.to_dict()})
+            "int8": tc.score(y, pred_q, k), "kd_gain": diff.to_dict(), "pred_test": pred_k.tolist()})
         pairs.append((y, pred_b, pred_k))
         print(f"  {name:12s} seed {seed} base {np.mean(pred_b == y) * 100:6.2f}  KD {np.mean(pred_k == y) * 100:6.2f}"
               f"  int8 {np.mean(pred_q == y) * 100:6.2f} ({len(blob)} B)  gain {diff.fmt()}  "
@@ -141,6 +142,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chips", default=str(tc.default_chips()), help="chip-set folder (labels.csv + chips)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=42, help="seeds are first-seed, first-seed + 1, ...")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--image-size", type=int, default=40)
     ap.add_argument("--models", default=",".join(MODELS))
@@ -168,7 +170,7 @@ def main() -> int:
     import_tensorflow_quietly()
     t_start = time.perf_counter()
     task = tc.load_task(args.chips, args.image_size)
-    seeds = [42 + i for i in range(args.seeds)]
+    seeds = [args.first_seed + i for i in range(args.seeds)]
     teachers, per_seed = {}, {}
     for seed in seeds:
         split, emb = tc.split_for(task, seed)
@@ -222,7 +224,35 @@ def merge(parts: list[Path], out: Path) -> int:
     m = dict(rs[0])
     m["train"] = train_wo_lr(rs[0]) | {"learning_rate": {k: v for r in rs for k, v in r["train"]["learning_rate"].items()}}
     for key in ("chosen_kd", "rows", "kd_gain_pooled", "model_seconds"):
-        m[key] = {k: v for r in rs for k, v in r[key].items()}
+        m[key] = {}
+    pooled_of_part = {}
+    for p, r in zip(parts, rs, strict=True):  # a model may come in several parts (seeds run in parallel)
+        for name, rows in r["rows"].items():
+            pooled_of_part.setdefault(name, []).append(r["kd_gain_pooled"][name])
+            if name not in m["rows"]:
+                m["rows"][name], m["chosen_kd"][name] = {"baseline": [], "kd": []}, r["chosen_kd"][name]
+                m["model_seconds"][name] = 0.0
+            ch, new = m["chosen_kd"][name], r["chosen_kd"][name]
+            if (ch["alpha"], ch["temperature"]) != (new["alpha"], new["temperature"]):
+                raise SystemExit(f"{p}: {name} was run with another alpha/T than in an earlier part")
+            if "trials" in new:  # keep the part that tuned as the record of the choice
+                m["chosen_kd"][name] = new
+            for kd in ("baseline", "kd"):
+                m["rows"][name][kd] = sorted(m["rows"][name][kd] + rows[kd], key=lambda e: e["seed"])
+            m["model_seconds"][name] += r["model_seconds"][name]
+    for name, rows in m["rows"].items():
+        seeds = [e["seed"] for e in rows["kd"]]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"{name}: seed(s) {seeds} appear in more than one part")
+        if not all("pred_test" in e for e in rows["baseline"] + rows["kd"]):
+            if len(pooled_of_part[name]) > 1:
+                raise SystemExit(f"{name}: parts without stored test predictions cannot be pooled")
+            m["kd_gain_pooled"][name] = pooled_of_part[name][0]
+            continue
+        y = np.concatenate([e["y_test"] for e in rows["baseline"]])
+        pb = np.concatenate([e["pred_test"] for e in rows["baseline"]])
+        pk = np.concatenate([e["pred_test"] for e in rows["kd"]])
+        m["kd_gain_pooled"][name] = paired_bootstrap(y, pb, pk, n_boot=2000).to_dict()
     order = [n for n in MODELS if n in m["rows"]] + [n for n in m["rows"] if n not in MODELS]
     for key in ("chosen_kd", "rows", "kd_gain_pooled", "model_seconds"):
         m[key] = {n: m[key][n] for n in order}
