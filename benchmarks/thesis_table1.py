@@ -199,14 +199,20 @@ def main() -> int:
             result["complete"] = name == models[-1] and len(rows["kd"]) == len(seeds)
             result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
             _write(out, result)
-    print(json.dumps({"written": [str(out.with_suffix(".json")), str(out.with_suffix(".md"))],
-                      "wall_seconds": result["wall_seconds"]}))
+    print(json.dumps({"written": [str(p) for p in _paths(out)], "wall_seconds": result["wall_seconds"]}))
     return 0
 
 
+def _paths(out: Path) -> tuple[Path, Path]:
+    """`<out>.json`, `<out>.md`; a dotted name (`thesis_table1.part_a`) keeps its dot (no with_suffix)."""
+    base = str(out)[:-5] if str(out).endswith(".json") else str(out)
+    return Path(base + ".json"), Path(base + ".md")
+
+
 def _write(out: Path, result: dict) -> None:
-    atomic_write_json(out.with_suffix(".json"), result)
-    atomic_write_text(out.with_suffix(".md"), render(result))
+    js, md = _paths(out)
+    atomic_write_json(js, result)
+    atomic_write_text(md, render(result))
 
 
 def merge(parts: list[Path], out: Path) -> int:
@@ -263,7 +269,7 @@ def merge(parts: list[Path], out: Path) -> int:
                   for p, r in zip(parts, rs, strict=True)]
     m["wall_seconds"] = max(r.get("wall_seconds", 0) for r in rs)
     _write(out, m)
-    print(json.dumps({"merged": [str(p) for p in parts], "written": str(out.with_suffix(".json"))}))
+    print(json.dumps({"merged": [str(p) for p in parts], "written": str(_paths(out)[0])}))
     return 0
 
 
