@@ -262,8 +262,8 @@ def merge(parts: list[Path], out: Path) -> int:
     order = [n for n in MODELS if n in m["rows"]] + [n for n in m["rows"] if n not in MODELS]
     for key in ("chosen_kd", "rows", "kd_gain_pooled", "model_seconds"):
         m[key] = {n: m[key][n] for n in order}
-    m["complete"] = all(r["complete"] for r in rs)
     m["seeds"] = sorted({s for r in rs for s in r["seeds"]})
+    m["complete"] = all(n in m["rows"] and len(m["rows"][n]["kd"]) == len(m["seeds"]) for n in MODELS)
     m["teacher"] = {k: v for r in rs for k, v in r["teacher"].items()}
     m["parts"] = [{"file": p.name, "command": r.get("command"), "wall_seconds": r.get("wall_seconds")}
                   for p, r in zip(parts, rs, strict=True)]
@@ -279,8 +279,13 @@ def render(r: dict) -> str:
     if r["quick"]:
         lines.append(f"**QUICK SMOKE RUN** ({r['epochs']} epochs, {len(r['seeds'])} seed, {tu['trials']} tuner "
                      "trials): these numbers only show the script works; they rank nothing.\n")
-    if not r.get("complete"):
-        lines.append("**PARTIAL**: the run has not finished every model; only the rows below exist.\n")
+    missing = [m for m in MODELS if m not in r["rows"]]
+    short = [m for m, rr in r["rows"].items() if len(rr["kd"]) < len(r["seeds"])]
+    if missing or short or not r.get("complete"):
+        lines.append("**PARTIAL**: " + "; ".join(filter(None, [
+            f"not run: {', '.join(missing)}" if missing else "",
+            f"fewer seeds than {r['seeds']}: {', '.join(short)}" if short else "",
+            "" if missing or short else "a part stopped before its last model"])) + ".\n")
     t = r["task"]
     lines.append(f"Task: {t['identities']} identities, {t['images']} grey {t['config']['image_size']}x"
                  f"{t['config']['image_size']} chips (crop {t['config']['crop']}), split {r['split']}, seeds "
@@ -328,7 +333,8 @@ def render(r: dict) -> str:
                  "flash = bytes of the full-int8 `.tflite` of the KD student as flashed (not gzip); int8 accuracy = "
                  "that file on the test images (LiteRT). KD gain = KD - baseline, paired over the same test images, "
                  "pooled over seeds; 'not significant' when its interval contains 0. "
-                 f"Wall time {r['wall_seconds'] / 60:.1f} min on {r['machine']['cpus']} shared CPUs.")
+                 f"Wall time {r['wall_seconds'] / 60:.1f} min{' (longest part)' if r.get('parts') else ''} on "
+                 f"{r['machine']['cpus']} shared CPUs.")
     return "\n".join(lines) + "\n"
 
 
