@@ -20,6 +20,10 @@ short still leaves its finished rows. Models can run in parallel processes with 
 
     .venv/bin/python benchmarks/thesis_table1.py --quick        # smoke: 1 seed, 2 epochs, 2 trials
     .venv/bin/python benchmarks/thesis_table1.py --seeds 3 --epochs 30 --trials 6 --tune-epochs 10
+    # what fitted an afternoon on the shared machine (README): --epochs 12 --trials 3 --tune-epochs 3 --seeds 2
+
+Training defaults for the tables (probes in `thesis_probes.py`): no augmentation, peak lr 0.001 for the Rafael
+students (their Dense(32) head dies at >= 0.003 on 100 classes), 0.003 for the others.
     .venv/bin/python benchmarks/thesis_table1.py --models code2 --out /tmp/t1_code2     # one part ...
     .venv/bin/python benchmarks/thesis_table1.py --merge /tmp/t1_code2.json /tmp/t1_rest.json   # ... merged
 """
