@@ -42,7 +42,7 @@ def default_chips() -> Path:
 LEARNING_RATES = {"rafael_base": 0.001, "rafael_1": 0.001, "rafael_2": 0.001, "rafael_3": 0.001}
 LEARNING_RATE = 0.003
 #: Augmentations the tables may use. The probes: on 1,200 training images and a 15-30 epoch CPU budget the default
-#: recipe's augmentation slows learning ~3x (rafael_base 4.8% vs 14.3% test after 15 epochs at lr 0.001).
+#: recipe's augmentation slows learning ~3x (rafael_base 4.8% vs 14.2% test after 15 epochs at lr 0.001).
 AUGMENTS = {"default": AUGMENT, "flip": AugmentConfig(flip=True, shift=0.0, zoom=0.0, brightness=0.0, contrast=0.0),
             "none": None}
 
