@@ -235,10 +235,8 @@ def merge(parts: list[Path], out: Path) -> int:
     m["train"] = train_wo_lr(rs[0]) | {"learning_rate": {k: v for r in rs for k, v in r["train"]["learning_rate"].items()}}
     for key in ("chosen_kd", "rows", "kd_gain_pooled", "model_seconds"):
         m[key] = {}
-    pooled_of_part = {}
     for p, r in zip(parts, rs, strict=True):  # a model may come in several parts (seeds run in parallel)
         for name, rows in r["rows"].items():
-            pooled_of_part.setdefault(name, []).append(r["kd_gain_pooled"][name])
             if name not in m["rows"]:
                 m["rows"][name], m["chosen_kd"][name] = {"baseline": [], "kd": []}, r["chosen_kd"][name]
                 m["model_seconds"][name] = 0.0
@@ -254,15 +252,7 @@ def merge(parts: list[Path], out: Path) -> int:
         seeds = [e["seed"] for e in rows["kd"]]
         if len(set(seeds)) != len(seeds):
             raise SystemExit(f"{name}: seed(s) {seeds} appear in more than one part")
-        if not all("pred_test" in e for e in rows["baseline"] + rows["kd"]):
-            if len(pooled_of_part[name]) > 1:
-                raise SystemExit(f"{name}: parts without stored test predictions cannot be pooled")
-            m["kd_gain_pooled"][name] = pooled_of_part[name][0]
-            continue
-        y = np.concatenate([e["y_test"] for e in rows["baseline"]])
-        pb = np.concatenate([e["pred_test"] for e in rows["baseline"]])
-        pk = np.concatenate([e["pred_test"] for e in rows["kd"]])
-        m["kd_gain_pooled"][name] = paired_bootstrap(y, pb, pk, n_boot=2000).to_dict()
+        m["kd_gain_pooled"][name] = pooled_from_counts([e["kd_gain"] for e in rows["kd"]])
     order = [n for n in MODELS if n in m["rows"]] + [n for n in m["rows"] if n not in MODELS]
     for key in ("chosen_kd", "rows", "kd_gain_pooled", "model_seconds"):
         m[key] = {n: m[key][n] for n in order}
@@ -275,6 +265,22 @@ def merge(parts: list[Path], out: Path) -> int:
     _write(out, m)
     print(json.dumps({"merged": [str(p) for p in parts], "written": str(_paths(out)[0])}))
     return 0
+
+
+def pooled_from_counts(gains: list[dict]) -> dict:
+    """Pooled paired KD gain from each seed's discordant counts. The accuracy difference, its paired bootstrap
+    over test images and McNemar's test depend on the images only through (baseline-only right, KD-only right,
+    n), so summing them over seeds loses nothing (parts written before predictions were stored have only these)."""
+    a = sum(g["a_only"] for g in gains)
+    b = sum(g["b_only"] for g in gains)
+    n = sum(g["n"] for g in gains)
+    y = np.zeros(n, np.int64)
+    pred_a = np.zeros(n, np.int64)
+    pred_b = np.zeros(n, np.int64)
+    pred_a[:b] = 1  # KD right, baseline wrong
+    pred_b[b:b + a] = 1  # baseline right, KD wrong
+    d = paired_bootstrap(y, pred_a, pred_b, n_boot=2000).to_dict()
+    return d | {"pooled_from": "per-seed discordant counts"}
 
 
 def render(r: dict) -> str:
