@@ -62,7 +62,7 @@ def run_seed(seed: int, task, args) -> dict:
 
     t0 = time.perf_counter()
     base = create_model("code3", num_classes=k, input_shape=shape)
-    train_classifier(base, split, cfg, augment=tc.AUGMENT, seed=seed)
+    train_classifier(base, split, cfg, augment=tc.AUGMENTS[args.augment], seed=seed)
     base_blob = convert_float(base)
     row("base", tc.keras_predict(base, split.test.images), base_blob, base,
         float(prune.sparsity_report(base)["overall"]))
@@ -75,7 +75,7 @@ def run_seed(seed: int, task, args) -> dict:
     schedule = prune.PolynomialDecay(initial_sparsity=0.0, final_sparsity=args.sparsity, begin_step=0,
                                      end_step=max(1, int(0.8 * total)), frequency=max(1, steps // 4))
     pruner = prune.MagnitudePruner(m, schedule)
-    train_classifier(m, split, cfg, augment=tc.AUGMENT, epochs=args.prune_epochs,
+    train_classifier(m, split, cfg, augment=tc.AUGMENTS[args.augment], epochs=args.prune_epochs,
                      learning_rate=cfg.learning_rate * 0.3, seed=seed + 3,
                      callbacks=[prune.PruningCallback(pruner)], restore_best=False)
     pruner.update(schedule.end_step)
@@ -91,7 +91,7 @@ def run_seed(seed: int, task, args) -> dict:
 
     # structured channel pruning + fine-tune + int8
     c, summary = prune.channel_prune(base, args.channel_ratio, "l1")
-    train_classifier(c, split, cfg, augment=tc.AUGMENT, epochs=args.prune_epochs, seed=seed + 4)
+    train_classifier(c, split, cfg, augment=tc.AUGMENTS[args.augment], epochs=args.prune_epochs, seed=seed + 4)
     c_q = convert_int8(c, tc.representative(split))
     row("channel-pruned int8", tc.tflite_predict(c_q, split.test.images), c_q, c,
         float(prune.sparsity_report(c)["overall"]), {"channel_ratio": args.channel_ratio})
@@ -111,7 +111,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--prune-epochs", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=0.005, help="learning rate (AdamW, cosine decay)")
+    ap.add_argument("--lr", type=float, default=tc.learning_rate_for("code3"), help="peak learning rate (AdamW, cosine decay)")
+    ap.add_argument("--augment", default="none", choices=sorted(tc.AUGMENTS), help="training augmentation")
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--channel-ratio", type=float, default=0.5)
     ap.add_argument("--image-size", type=int, default=40)
@@ -126,16 +127,20 @@ def main() -> int:
     t_start = time.perf_counter()
     task = tc.load_task(args.chips, args.image_size)
     seeds = [42 + i for i in range(args.seeds)]
-    per_seed = {seed: run_seed(seed, task, args) for seed in seeds}
-    result = {"quick": bool(args.quick), "seeds": seeds, "epochs": args.epochs, "learning_rate": args.lr,
+    result = {"quick": bool(args.quick), "complete": False, "seeds": seeds, "epochs": args.epochs,
+              "learning_rate": args.lr, "augment": args.augment, "command": " ".join(sys.argv),
               "prune_epochs": args.prune_epochs,
               "sparsity_target": args.sparsity, "channel_ratio": args.channel_ratio,
               "task": task.summary() | {"source": str(args.chips)}, "split": list(tc.SPLIT),
-              "per_seed": per_seed, "wall_seconds": round(time.perf_counter() - t_start, 1),
-              "machine": tc.machine()}
+              "per_seed": {}, "machine": tc.machine()}
     out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), result)
-    atomic_write_text(out.with_suffix(".md"), render(result))
+    for seed in seeds:  # written after every seed: a run cut short keeps its finished seeds
+        result["per_seed"][seed] = run_seed(seed, task, args)
+        result["complete"] = seed == seeds[-1]
+        result["seeds_done"] = list(result["per_seed"])
+        result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+        atomic_write_json(out.with_suffix(".json"), result)
+        atomic_write_text(out.with_suffix(".md"), render(result))
     print(json.dumps({"written": [str(out.with_suffix(".json")), str(out.with_suffix(".md"))],
                       "wall_seconds": result["wall_seconds"]}))
     return 0
@@ -146,10 +151,15 @@ def render(r: dict) -> str:
     if r["quick"]:
         lines.append(f"**QUICK SMOKE RUN** ({r['epochs']} epochs + {r['prune_epochs']} pruning epoch, "
                      f"{len(r['seeds'])} seed): these numbers only show the script works; they rank nothing.\n")
+    if not r.get("complete", True):
+        lines.append(f"**PARTIAL**: seeds done {r.get('seeds_done')} of {r['seeds']}.\n")
     t = r["task"]
+    lines.append(f"Training: {r['epochs']} epochs, AdamW (cosine decay) peak lr {r['learning_rate']:g}, augmentation "
+                 f"`{r.get('augment', 'default')}`; magnitude pruning and channel-pruning fine-tunes {r['prune_epochs']} "
+                 "epochs each.")
     lines.append(f"`code3` on {t['identities']} CelebA identities, {t['images']} grey "
                  f"{t['config']['image_size']}x{t['config']['image_size']} chips, split {r['split']}, seeds "
-                 f"{r['seeds']}; magnitude pruning to {r['sparsity_target']:.0%} sparsity, channel pruning ratio "
+                 f"{r.get('seeds_done', r['seeds'])}; magnitude pruning to {r['sparsity_target']:.0%} sparsity, channel pruning ratio "
                  f"{r['channel_ratio']}.\n")
     lines.append("| row | accuracy (%) | 95% CI (first seed, Wilson) | macro-F1 (%) | vs base (pp, paired 95% CI, "
                  "McNemar p) | weight sparsity | flash as flashed (KB) | gzip of the same file (KB) |")
