@@ -22,9 +22,8 @@ that many processes (same embeddings).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from PIL import Image
 from atalaia.data.images import read_8bit
 from atalaia.errors import DataError
 from atalaia.face.data import grey_resize
+from atalaia.ioutil import atomic_write_bytes
 
 VIEWS_VERSION = "views-v1"
 SAVE_EVERY = 2000  # views embedded between two saves of the teacher cache
@@ -100,17 +100,9 @@ class ConsistentViews:
 
 
 def _save_npy(path: Path, a: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, a)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, a)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _chip_sha(f: str | Path) -> str:
