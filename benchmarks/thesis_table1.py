@@ -60,6 +60,41 @@ def _train(name: str, split, epochs: int, seed: int, num_classes: int, args,
     return m, h
 
 
+class _Hist:
+    """The two fields of a TrainHistory that a reused baseline row keeps."""
+
+    def __init__(self, best_epoch: int, val_accuracy: list[float]):
+        self.best_epoch, self.val_accuracy = best_epoch, val_accuracy
+
+
+def load_baselines(files: list[str], args, models: list[str]) -> dict:
+    """(model, seed) -> baseline row of earlier table JSONs run with the same task settings.
+
+    The labels-only row does not depend on alpha/T, so a new alpha/T search needs only new KD rows. A file is
+    refused when its epochs, augmentation, image size or a model's learning rate differ from this run's; the
+    test labels are compared per seed when the row is used. Rows without stored predictions are trained again."""
+    out = {}
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        lr = r["train"]["learning_rate"]
+        checks = {"epochs": (r["epochs"], args.epochs), "augment": (r["augment"]["name"], args.augment),
+                  "image size": (r["task"]["config"]["image_size"], args.image_size)}
+        bad = [f"{k} {a} != {b}" for k, (a, b) in checks.items() if a != b]
+        if bad:
+            raise SystemExit(f"--baseline-from {f}: not the same settings as this run ({'; '.join(bad)})")
+        for name, rows in r["rows"].items():
+            if name not in models:
+                continue
+            if abs(lr[name] - tc.learning_rate_for(name, args.lr)) > 1e-12:
+                raise SystemExit(f"--baseline-from {f}: {name} was trained at lr {lr[name]}, this run uses "
+                                 f"{tc.learning_rate_for(name, args.lr)}")
+            for row in rows["baseline"]:
+                if "pred_test" not in row:  # written before predictions were stored: trained again
+                    continue
+                out[(name, row["seed"])] = row | {"_file": Path(f).name}
+    return out
+
+
 def tune_kd(name: str, split, table: np.ndarray, args, num_classes: int, seed: int) -> dict:
     """alpha/T on the validation split with the project's tuner pieces (thesis grid space, sampler, pruner)."""
     import optuna
@@ -119,8 +154,16 @@ def run_model(name: str, task, seeds: list[int], teachers: dict, args):
             print(f"  {name}: tuned alpha {chosen['alpha']}, T {chosen['temperature']} (val "
                   f"{chosen['val_accuracy'] * 100:.2f}%, {len(chosen['trials'])} trials) "
                   f"[{chosen['tune_seconds']:.0f}s]", flush=True)
-        base, hb = _train(name, split, args.epochs, seed, k, args)
-        pred_b = tc.keras_predict(base, split.test.images)
+        reused = args.baselines.get((name, seed))
+        if reused is not None:  # the labels-only row does not depend on alpha/T: take it from an earlier run
+            if reused["y_test"] != y.tolist():
+                raise SystemExit(f"--baseline-from: {name} seed {seed} was scored on other test images "
+                                 f"({reused['_file']}); it is not the same split")
+            pred_b = np.asarray(reused["pred_test"], np.int64)
+            hb = _Hist(reused["best_epoch"], [reused["val_accuracy"]])
+        else:
+            base, hb = _train(name, split, args.epochs, seed, k, args)
+            pred_b = tc.keras_predict(base, split.test.images)
         kd, hk = _train(name, split, args.epochs, seed, k, args, table,
                         chosen["alpha"], chosen["temperature"])
         pred_k = tc.keras_predict(kd, split.test.images)
@@ -130,7 +173,8 @@ def run_model(name: str, task, seeds: list[int], teachers: dict, args):
         common = {"seed": seed, "params": int(count_params(kd)), "int8_flash_bytes": len(blob)}
         rows["baseline"].append(common | tc.score(y, pred_b, k) | {
             "best_epoch": hb.best_epoch, "val_accuracy": max(hb.val_accuracy),
-            "y_test": y.tolist(), "pred_test": pred_b.tolist()})
+            "y_test": y.tolist(), "pred_test": pred_b.tolist()}
+            | ({"reused_from": reused["_file"]} if reused is not None else {}))
         rows["kd"].append(common | tc.score(y, pred_k, k) | {
             "best_epoch": hk.best_epoch, "val_accuracy": max(hk.val_accuracy),
             "int8": tc.score(y, pred_q, k), "kd_gain": diff.to_dict(), "pred_test": pred_k.tolist()})
@@ -160,6 +204,8 @@ def main() -> int:
     ap.add_argument("--tune-epochs", type=int, default=10, help="epochs per tuner trial")
     ap.add_argument("--kd", default=None, help="'alpha:T': skip tuning and use this point (say why in --kd-note)")
     ap.add_argument("--kd-note", default=None, help="where a --kd point comes from (written to the JSON)")
+    ap.add_argument("--baseline-from", nargs="+", default=[],
+                    help="table JSONs whose labels-only rows (same settings, seeds) are reused instead of retrained")
     ap.add_argument("--merge", nargs="+", default=None, help="merge part JSONs (from --out) into --out; no training")
     ap.add_argument("--out", default=str(tc.REPO / "benchmarks" / "results" / "thesis_table1"))
     args = ap.parse_args()
@@ -173,6 +219,7 @@ def main() -> int:
 
     import_tensorflow_quietly()
     t_start = time.perf_counter()
+    args.baselines = load_baselines(args.baseline_from, args, models)
     task = tc.load_task(args.chips, args.image_size)
     seeds = [args.first_seed + i for i in range(args.seeds)]
     teachers, per_seed = {}, {}
@@ -339,6 +386,17 @@ def render(r: dict) -> str:
     for name, ch in r["chosen_kd"].items():
         if "source" in ch:
             lines.append(f"{name}: alpha/T not tuned in this part: {ch['source']}.\n")
+        elif "trials" in ch:
+            pruned = sum(t["state"] == "PRUNED" for t in ch["trials"])
+            tried = sorted({(t["alpha"], t["temperature"]) for t in ch["trials"]})
+            lines.append(f"{name}: {len(ch['trials'])} trials x {ch['tune_epochs']} epochs ({pruned} pruned), "
+                         f"{len(tried)} of the 32 grid points tried; best validation accuracy "
+                         f"{ch['val_accuracy'] * 100:.2f}% at alpha {ch['alpha']:g}, T {ch['temperature']:g} "
+                         f"({ch.get('tune_seconds', 0) / 60:.1f} min).\n")
+    reused = sorted({row["reused_from"] for rr in r["rows"].values() for row in rr["baseline"] if "reused_from" in row})
+    if reused:
+        lines.append(f"Labels-only rows (alpha = 1) reused from {', '.join(reused)}: same task, split, epochs and "
+                     "learning rate; they do not depend on alpha/T, so only the KD rows were trained again.\n")
     lines.append("accuracy / macro-F1: mean ± std over seeds (one value when one seed), Keras float model. int8 "
                  "flash = bytes of the full-int8 `.tflite` of the KD student as flashed (not gzip); int8 accuracy = "
                  "that file on the test images (LiteRT). KD gain = KD - baseline, paired over the same test images, "

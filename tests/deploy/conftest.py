@@ -78,3 +78,29 @@ def calibration_blob():
         return path.read_bytes()
 
     return load
+
+
+@pytest.fixture(scope="session")
+def cc() -> str:
+    """The host C compiler: skips the test without one, fails it when ATALAIA_REQUIRE_CC is set (CI)."""
+    import shutil
+
+    found = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if found is None:
+        if os.environ.get("ATALAIA_REQUIRE_CC"):
+            pytest.fail("no C compiler on PATH (ATALAIA_REQUIRE_CC is set)")
+        pytest.skip("no C compiler on PATH")
+    return found
+
+
+def _c_array(name: str, a, ctype: str) -> str:
+    values = np.ravel(np.asarray(a))
+    text = (f"{float(v)!r}f" for v in values) if ctype == "float" else (str(int(v)) for v in values)
+    return f"static const {ctype} {name}[{values.size}] = {{{', '.join(text)}}};\n"
+
+
+@pytest.fixture(scope="session")
+def c_array():
+    """`c_array(name, array, ctype)` -> a `static const` C array definition (ctype "float" writes float
+    literals, any other ctype integers): how the C tests hand Python's inputs to the C modules."""
+    return _c_array

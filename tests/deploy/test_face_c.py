@@ -4,7 +4,6 @@ thresholds and decisions must equal the Python ones (`mirror_fuse`, `open_set_th
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
@@ -19,15 +18,6 @@ DIM, SIZE = 16, 6
 TAIL = {"0.01": 0.42, "0.001": 0.55, "0.0001": 0.66, "1e-05": 0.74}
 
 
-def _cc() -> str:
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        if os.environ.get("ATALAIA_REQUIRE_CC"):
-            pytest.fail("no C compiler on PATH (ATALAIA_REQUIRE_CC is set)")
-        pytest.skip("no C compiler on PATH")
-    return cc
-
-
 def _facts(mirror: bool) -> dict:
     return {"chip": "test", "crop": 0.7, "input_size": SIZE, "embedding_dim": DIM, "input_scale": 1 / 255,
             "input_zero_point": -128, "output_scale": 0.03, "output_zero_point": 3,
@@ -35,13 +25,7 @@ def _facts(mirror: bool) -> dict:
             "mirror_tta": mirror, "impostor_tail": {"pairs": 10**7, "thresholds": TAIL}}
 
 
-def _c_array(name: str, a: np.ndarray, ctype: str) -> str:
-    flat = ", ".join(str(int(v)) for v in np.asarray(a).reshape(-1))
-    return f"static const {ctype} {name}[{a.size}] = {{{flat}}};\n"
-
-
-def _build_and_run(tmp_path, facts: dict, body: str, arrays: str) -> list[str]:
-    cc = _cc()
+def _build_and_run(cc: str, tmp_path, facts: dict, body: str, arrays: str) -> list[str]:
     (tmp_path / "face_model.h").write_text(face_header(facts))
     for name in FACE_C_FILES:
         shutil.copy(FACE_C_DIR / name, tmp_path / name)
@@ -55,7 +39,7 @@ def _build_and_run(tmp_path, facts: dict, body: str, arrays: str) -> list[str]:
 
 
 @pytest.mark.parametrize("mirror", [False, True])
-def test_c_decisions_equal_python(tmp_path, mirror):
+def test_c_decisions_equal_python(tmp_path, mirror, cc, c_array):
     rng = np.random.default_rng(3)
     n_enrol, n_probe = 12, 40
     people = np.repeat(np.arange(4), 3)  # 4 people x 3 templates
@@ -89,9 +73,9 @@ def test_c_decisions_equal_python(tmp_path, mirror):
   int removed = atalaia_gallery_remove(&g, 2);
   printf("removed %d left %d\\n", removed, g.count);
 """
-    arrays = (_c_array("raw", raw, "int8_t") + _c_array("raw_m", raw_m, "int8_t")
-              + _c_array("person", people, "int16_t"))
-    out = _build_and_run(tmp_path, _facts(mirror), body, arrays)
+    arrays = (c_array("raw", raw, "int8_t") + c_array("raw_m", raw_m, "int8_t")
+              + c_array("person", people, "int16_t"))
+    out = _build_and_run(cc, tmp_path, _facts(mirror), body, arrays)
     assert out[-1] == "removed 3 left 9"
     granted_any = refused_any = False
     for line, s in zip(out[:-1], sims, strict=True):
@@ -108,7 +92,7 @@ def test_c_decisions_equal_python(tmp_path, mirror):
     assert granted_any and refused_any  # both outcomes were exercised
 
 
-def test_c_threshold_follows_the_gallery_size_and_mirror_input(tmp_path):
+def test_c_threshold_follows_the_gallery_size_and_mirror_input(tmp_path, cc):
     counts = [1, 2, 5, 25, 200, 5000]
     body = "".join(f'  printf("%.7f\\n", (double)atalaia_face_open_set_threshold({t}, 0.01f));\n' for t in counts)
     body += f"""
@@ -117,7 +101,7 @@ def test_c_threshold_follows_the_gallery_size_and_mirror_input(tmp_path):
   atalaia_face_mirror_input(x, y);
   printf("%d %d %d\\n", y[0], y[{SIZE - 1}], y[{SIZE}]);
 """
-    out = _build_and_run(tmp_path, _facts(False), body, "")
+    out = _build_and_run(cc, tmp_path, _facts(False), body, "")
     for t, line in zip(counts, out[:-1], strict=True):
         assert float(line) == pytest.approx(open_set_threshold({"thresholds": TAIL}, t, 0.01)[0], abs=1e-6)
     img = np.arange(SIZE * SIZE).reshape(SIZE, SIZE)[:, ::-1].reshape(-1)

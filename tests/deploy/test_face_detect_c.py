@@ -5,7 +5,6 @@ ATALAIA_REQUIRE_CC=1, so a missing compiler fails there instead of skipping."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,17 +23,7 @@ FRAMES = Path(__file__).resolve().parents[1] / "fixtures" / "frames"
 GH, GW = 12, 16
 
 
-def _cc() -> str:
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        if os.environ.get("ATALAIA_REQUIRE_CC"):
-            pytest.fail("no C compiler on PATH (ATALAIA_REQUIRE_CC is set)")
-        pytest.skip("no C compiler on PATH")
-    return cc
-
-
-def _run_c(tmp_path: Path, main: str) -> list[str]:
-    cc = _cc()
+def _run_c(cc: str, tmp_path: Path, main: str) -> list[str]:
     for name in ("atalaia_face_detect.h", "atalaia_face_detect.c"):
         shutil.copy(C_DIR / name, tmp_path / name)
     (tmp_path / "main.c").write_text(main)
@@ -43,10 +32,6 @@ def _run_c(tmp_path: Path, main: str) -> list[str]:
                     str(tmp_path / "atalaia_face_detect.c"), str(tmp_path / "main.c"), "-o", str(exe), "-lm"],
                    check=True, capture_output=True, text=True)
     return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
-
-
-def _arr(name: str, a: np.ndarray, ctype: str) -> str:
-    return f"static const {ctype} {name}[{a.size}] = {{{', '.join(str(int(v)) for v in a.reshape(-1))}}};\n"
 
 
 def _outputs(seed: int) -> np.ndarray:
@@ -64,10 +49,10 @@ def _outputs(seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("thr,nms,max_det", [(0.5, 0.4, 16), (0.3, 0.2, 3), (0.7, 0.6, 16)])
-def test_c_decode_equals_python(tmp_path, thr, nms, max_det):
+def test_c_decode_equals_python(tmp_path, thr, nms, max_det, cc, c_array):
     scale, zp = 0.0625, -7
     cases = [_outputs(s) for s in range(5)]
-    arrays = "".join(_arr(f"q{k}", q, "int8_t") for k, q in enumerate(cases))
+    arrays = "".join(c_array(f"q{k}", q, "int8_t") for k, q in enumerate(cases))
     body = "".join(f"""  n = atalaia_face_detect_decode(q{k}, &p, d);
   printf("case %d\\n", n);
   for (int i = 0; i < n; ++i) {{
@@ -87,7 +72,7 @@ int main(void) {{
 {body}  return 0;
 }}
 """
-    lines = _run_c(tmp_path, main)
+    lines = _run_c(cc, tmp_path, main)
     total, at = 0, 0
     for q in cases:
         ref = decode(dequantize(q, scale, zp), score_threshold=thr, nms_iou=nms, max_detections=max_det)
@@ -113,7 +98,7 @@ def _points_c(pts: np.ndarray) -> str:
 
 
 @pytest.mark.parametrize("size,crop", [(64, 0.7), (112, 1.0), (150, 1.0)])
-def test_c_alignment_equals_python_within_one_grey_level(tmp_path, size, crop):
+def test_c_alignment_equals_python_within_one_grey_level(tmp_path, size, crop, cc, c_array):
     fs = load_frames(FRAMES)
     rng = np.random.default_rng(1)
     jobs = []  # (frame index, points): the labels, and labels moved by up to 2 px (a detector's error)
@@ -121,7 +106,7 @@ def test_c_alignment_equals_python_within_one_grey_level(tmp_path, size, crop):
         for lm in lms[:2]:
             jobs.append((f, lm.astype(np.float64)))
             jobs.append((f, lm + rng.uniform(-2, 2, lm.shape)))
-    frames = "".join(_arr(f"f{f}", img, "uint8_t") for f, img in enumerate(fs.images) if len(fs.landmarks[f]))
+    frames = "".join(c_array(f"f{f}", img, "uint8_t") for f, img in enumerate(fs.images) if len(fs.landmarks[f]))
     body = ""
     for f, pts in jobs:
         h, w = fs.images[f].shape
@@ -138,7 +123,7 @@ int main(void) {{
 {body}  return 0;
 }}
 """
-    lines = _run_c(tmp_path, main)
+    lines = _run_c(cc, tmp_path, main)
     assert len(lines) == len(jobs)
     worst, exact = 0, []
     for (f, pts), ln in zip(jobs, lines, strict=True):

@@ -9,7 +9,6 @@ and the same decision against the same gallery. CI sets ATALAIA_REQUIRE_CC=1 (a 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,26 +29,8 @@ C_FILES = ("atalaia_face.h", "atalaia_face.c", "atalaia_face_detect.h", "atalaia
            "atalaia_face_frame.h", "atalaia_face_frame.c")
 
 
-def _cc() -> str:
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        if os.environ.get("ATALAIA_REQUIRE_CC"):
-            pytest.fail("no C compiler on PATH (ATALAIA_REQUIRE_CC is set)")
-        pytest.skip("no C compiler on PATH")
-    return cc
-
-
-def _arr(name: str, a: np.ndarray, ctype: str) -> str:
-    return f"static const {ctype} {name}[{a.size}] = {{{', '.join(str(int(v)) for v in np.ravel(a))}}};\n"
-
-
-def _floats(name: str, a: np.ndarray) -> str:
-    return f"static const float {name}[{a.size}] = {{{', '.join(f'{float(v)!r}f' for v in np.ravel(a))}}};\n"
-
-
 @pytest.mark.slow  # the session's tiny models take ~20 s of CPU to build; the test itself ~2 s
-def test_c_frame_path_equals_python(frame_models, tmp_path):
-    cc = _cc()
+def test_c_frame_path_equals_python(frame_models, tmp_path, cc, c_array):
     det = load_detector(frame_models["det_run"])
     ac = AccessControl(frame_models["face_run"], state_dir=tmp_path / "s", detector=det, threshold=0.85)
     fs = load_frames(FRAMES)
@@ -74,7 +55,7 @@ def test_c_frame_path_equals_python(frame_models, tmp_path):
             py.update(faces=face.faces, box=np.array(face.box), chip_q=chip_q.reshape(-1), decision=d)
         cases.append(py)
         body += f"""  {{ static const uint8_t frame[] = {{{', '.join(str(int(v)) for v in img.ravel())}}};
-{_arr("dout", out_q, "int8_t")}{_arr("rout", rq, "int8_t")}    det_out = dout; rec_out = rout; rec_calls = 0;
+{c_array("dout", out_q, "int8_t")}{c_array("rout", rq, "int8_t")}    det_out = dout; rec_out = rout; rec_calls = 0;
     atalaia_frame_result_t r;
     int st = atalaia_face_frame_decide(frame, {img.shape[1]}, {img.shape[0]}, &models, &g, threshold, &r);
     printf("result %d %d %.9f %.9f %.9f %.9f %.12f %d %.7f %d\\n", st, r.faces, r.face.box[0], r.face.box[1],
@@ -104,7 +85,7 @@ static const int8_t* invoke(void* u, int model) {{  /* then scribble on the inpu
   memset(rec_in, 0x55, sizeof(rec_in));
   return rec_out + {16} * rec_calls++;
 }}
-{_floats("templates", mat)}static const int16_t who[{len(names)}] = {{{', '.join(str(person[n]) for n in names)}}};
+{c_array("templates", mat, "float")}static const int16_t who[{len(names)}] = {{{', '.join(str(person[n]) for n in names)}}};
 int main(void) {{
   atalaia_models_t models = {{input, invoke, 0}};
   static atalaia_gallery_t g;
