@@ -98,29 +98,17 @@ def alignment_cost(run_dir: Path, frames_root: Path, ids_file: Path, score_thres
         with open(ids_file, newline="") as fh:
             ident = {r["celeba_image"]: int(r["identity"]) for r in csv.DictReader(fh)}
     label_chips, det_chips, dlib_chips, who = [], [], [], []
-    n_faces = 0
-    for f, (img, gb, glm) in enumerate(zip(test.images, test.boxes, test.landmarks, strict=True)):
-        b, s, lm = dets[f]
-        keep = s >= score_threshold
-        b, lm = b[keep], lm[keep]
-        used = np.zeros(len(b), bool)
-        for k in range(len(gb)):
-            n_faces += 1
-            if not len(b):
-                continue
-            ov = np.where(used, -1.0, iou(gb[k], b))
-            best = int(np.argmax(ov))
-            if ov[best] < 0.5:
-                continue
-            used[best] = True
-            label_chips.append(align_chip(img, glm[k], 150, 1.0))
-            det_chips.append(align_chip(img, lm[best], 150, 1.0))
-            rect = dlib.rectangle(0, 0, img.shape[1] - 1, img.shape[0] - 1)
-            shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in glm[k]])
-            dlib_chips.append(np.asarray(dlib.get_face_chip(np.repeat(img[..., None], 3, 2), shape, size=150,
-                                                            padding=0.25))[..., 0])
-            name = test.names[f]
-            who.append(ident.get(name.split("/", 1)[1], -1) if name.startswith("celeba/") and len(gb) == 1 else -1)
+    matches, n_faces = _matched(test, lambda f: dets[f], score_threshold)
+    for f, k, det_points in matches:
+        img, gb, glm = test.images[f], test.boxes[f], test.landmarks[f]
+        label_chips.append(align_chip(img, glm[k], 150, 1.0))
+        det_chips.append(align_chip(img, det_points, 150, 1.0))
+        rect = dlib.rectangle(0, 0, img.shape[1] - 1, img.shape[0] - 1)
+        shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in glm[k]])
+        dlib_chips.append(np.asarray(dlib.get_face_chip(np.repeat(img[..., None], 3, 2), shape, size=150,
+                                                        padding=0.25))[..., 0])
+        name = test.names[f]
+        who.append(ident.get(name.split("/", 1)[1], -1) if name.startswith("celeba/") and len(gb) == 1 else -1)
     emb = DlibEmbedder(cache=HERE / ".work" / "detection_dlib_embeddings.npz")  # label chips recur across runs
     t0 = time.perf_counter()
     e_label, e_det, e_dlib = (emb.embed_chips(np.stack(c)) for c in (label_chips, det_chips, dlib_chips))
@@ -158,7 +146,8 @@ def alignment_cost(run_dir: Path, frames_root: Path, ids_file: Path, score_thres
 
 def _matched(test, dets_of, score_threshold: float):
     """(frame, label index, detector's 5 points) for every labelled test face the detector finds (IoU >= 0.5 at the
-    operating threshold, greedy by label order as above), and the number of labelled faces."""
+    operating threshold, greedy in label order: each detection matches at most one label), and the number of
+    labelled faces."""
     out, n_faces = [], 0
     for f, gb in enumerate(test.boxes):
         b, s, lm = dets_of(f)
