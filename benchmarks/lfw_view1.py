@@ -6,7 +6,8 @@ Usage:
 How full-length students are compared without touching the test set: the same protocol as
 `benchmarks/lfw_probes.py` (threshold on one View 1 file, accuracy on the other, both ways, 3,200 pairs), on
 RUN_DIR/student/model.keras with the run's own crop and input size. `mirror` scores the sum of the unit
-embeddings of each chip and its left-right mirror image (two inferences per face on a device).
+embeddings of each chip and its left-right mirror image (two inferences per face on a device). Rows of runs
+not given this time are kept in `--out`.
 """
 
 from __future__ import annotations
@@ -62,16 +63,23 @@ def main(argv: list[str] | None = None) -> dict:
         x = images.astype(np.float32) / 255.0
         e = m.predict(x, batch_size=256, verbose=0)
         ef = m.predict(x[:, :, ::-1], batch_size=256, verbose=0)
-        # recipes saved before these knobs existed trained without them
-        face = {"center_teacher": recipe["face"].get("center_teacher", False),
-                "anchor_kd_weight": recipe["face"].get("anchor_kd_weight", 0.0),
-                "kd_weight": recipe["face"]["kd_weight"], "crop": crop, "image_size": size,
-                "epochs": recipe["train"]["epochs"]}
+        # recipes saved before these knobs existed trained without them; newer ones nest them under face.loss
+        f = recipe["face"]
+        loss = f.get("loss") or f
+        face = {"center_teacher": loss.get("center_teacher", f.get("center_teacher", False)),
+                "anchor_kd_weight": loss.get("anchor_kd_weight", 0.0),
+                "kd_weight": loss["kd_weight"], "crop": crop, "image_size": size,
+                "epochs": recipe["train"]["epochs"], "width": recipe.get("student", {}).get("width"),
+                "train_sets": [Path(t).name for t in f.get("train_sets") or [f.get("train_root", "")]],
+                "sampling": loss.get("sampling", "uniform"), "consistent_views": loss.get("consistent_views", 0)}
         row = {"run": str(run), "face": face, "view1_acc": view1_accuracy(e, tr, te, idx),
                "view1_acc_mirror": view1_accuracy(mirror_fuse(e, ef), tr, te, idx)}
         print(f"{run}: View 1 {100 * row['view1_acc']:.2f}%, with mirror {100 * row['view1_acc_mirror']:.2f}%",
               flush=True)
         rows.append(row)
+    # rows of runs not scored this time are kept (a run scored again replaces its row)
+    kept = json.loads(a.out.read_text())["rows"] if a.out.is_file() else []
+    rows = [r for r in kept if r["run"] not in {x["run"] for x in rows}] + rows
     doc = {"benchmark": "lfw_view1", "protocol": "LFW View 1, threshold on one file, accuracy on the other, both "
            "ways, pair-weighted (3,200 pairs)", "rows": rows,
            "machine": {"python": sys.version.split()[0], "platform": platform.platform()}}
