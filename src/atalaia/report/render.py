@@ -782,6 +782,40 @@ def _verification_blocks(report: dict[str, Any], plots: dict[str, bytes]) -> lis
                         "(face.mirror_tta) and every other column."))
     if "roc_lfw" in plots:
         blocks.append(("img", "roc_lfw", "ROC curves on LFW (cosine similarity)"))
+    return blocks + _tier_blocks(report)
+
+
+def _tier_blocks(report: dict[str, Any]) -> list[Block]:
+    """The face tier (recipe face.tier) of the run: where it fits, the final int8 model against the tier's limits
+    (atalaia.face.budget) and its door figure. Nothing when the recipe names no tier."""
+    from atalaia.face.budget import TIERS
+
+    face = (report.get("recipe") or {}).get("face") or {}
+    tier = TIERS.get(str(face.get("tier") or ""))
+    int8 = [s for s in report.get("stages") or [] if isinstance(s, dict) and s.get("dtype") == "int8"]
+    if tier is None or not int8:
+        return []
+    final = next((s for s in reversed(int8) if s.get("arena_bytes")), int8[-1])
+    per_face = 2 if face.get("mirror_tta") else 1
+    macs = final.get("macs") * per_face if isinstance(final.get("macs"), (int, float)) else None
+    checks = [("int8 flash (bytes, as flashed)", final.get("flash_bytes"), tier.flash_bytes_max),
+              ("TFLM arena (bytes, measured)", final.get("arena_bytes"), tier.arena_bytes_max),
+              (f"MACs per face ({per_face} inference{'s' * (per_face > 1)})", macs, tier.macs_per_face_max)]
+    rows = [[name, fmt(v, "int"), fmt(lim, "int"), "–" if v is None else ("yes" if v <= lim else "NO")]
+            for name, v, lim in checks]
+    blocks: list[Block] = [("h2", f"Size tier {tier.name}"),
+                           ("p", f"Tier {tier.name} fits {tier.fits}. The final int8 model "
+                                 f"({final.get('stage')}) against the tier's limits (atalaia.face.budget):"),
+                           ("table", ["limit", "value", "tier maximum", "met"], rows, [False, True, True, False])]
+    door = ((report.get("verification") or {}).get("models") or {}).get(final.get("stage")) or {}
+    osg = door.get("open_set_at_open_far_1e-2") or {}
+    if osg.get("dir") is not None:
+        blocks.append(("p", f"Door figure of this model: with every eligible LFW person enrolled, "
+                            f"{fmt(osg.get('dir'), 'pct')} % of residents' attempts are let in as themselves at the "
+                            f"threshold that lets about 1 % of strangers' attempts in ({fmt(osg.get('far'), 'pct')} % "
+                            "measured). The household table (5 residents) is "
+                            "`python benchmarks/access_control.py --run-dir RUN --tier "
+                            f"{tier.name}`."))
     return blocks
 
 
