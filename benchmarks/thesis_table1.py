@@ -60,13 +60,6 @@ def _train(name: str, split, epochs: int, seed: int, num_classes: int, args,
     return m, h
 
 
-class _Hist:
-    """The two fields of a TrainHistory that a reused baseline row keeps."""
-
-    def __init__(self, best_epoch: int, val_accuracy: list[float]):
-        self.best_epoch, self.val_accuracy = best_epoch, val_accuracy
-
-
 def load_baselines(files: list[str], args, models: list[str]) -> dict:
     """(model, seed) -> baseline row of earlier table JSONs run with the same task settings.
 
@@ -160,10 +153,11 @@ def run_model(name: str, task, seeds: list[int], teachers: dict, args):
                 raise SystemExit(f"--baseline-from: {name} seed {seed} was scored on other test images "
                                  f"({reused['_file']}); it is not the same split")
             pred_b = np.asarray(reused["pred_test"], np.int64)
-            hb = _Hist(reused["best_epoch"], [reused["val_accuracy"]])
+            best_b = {"best_epoch": reused["best_epoch"], "val_accuracy": reused["val_accuracy"]}
         else:
             base, hb = _train(name, split, args.epochs, seed, k, args)
             pred_b = tc.keras_predict(base, split.test.images)
+            best_b = {"best_epoch": hb.best_epoch, "val_accuracy": max(hb.val_accuracy)}
         kd, hk = _train(name, split, args.epochs, seed, k, args, table,
                         chosen["alpha"], chosen["temperature"])
         pred_k = tc.keras_predict(kd, split.test.images)
@@ -171,8 +165,7 @@ def run_model(name: str, task, seeds: list[int], teachers: dict, args):
         pred_q = tc.tflite_predict(blob, split.test.images)
         diff = paired_bootstrap(y, pred_b, pred_k, n_boot=1000, seed=seed)
         common = {"seed": seed, "params": int(count_params(kd)), "int8_flash_bytes": len(blob)}
-        rows["baseline"].append(common | tc.score(y, pred_b, k) | {
-            "best_epoch": hb.best_epoch, "val_accuracy": max(hb.val_accuracy),
+        rows["baseline"].append(common | tc.score(y, pred_b, k) | best_b | {
             "y_test": y.tolist(), "pred_test": pred_b.tolist()}
             | ({"reused_from": reused["_file"]} if reused is not None else {}))
         rows["kd"].append(common | tc.score(y, pred_k, k) | {

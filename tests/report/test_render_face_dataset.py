@@ -1,4 +1,5 @@
-"""The report's dataset lines of a face run say what was left out of training as LFW overlap, per set."""
+"""Face runs in the report: the dataset lines say what was left out of training as LFW overlap, per set; the
+"Size tier" section says where the tier fits and checks the final int8 model against its limits."""
 
 from __future__ import annotations
 
