@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         "train_data": {k: train.get(k) for k in ("chips", "labelled", "unlabelled", "identities",
                                                   "excluded_lfw_overlap", "per_set")},
         "stage_seconds": rep["timings_s"], "wall_seconds_this_invocation": round(wall, 1),
+        # host memory of the whole invocation (data arrays, margin head over every identity, TFLM runs)
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "stage_seconds_sum": round(sum(v for k, v in rep["timings_s"].items() if k in {r["stage"] for r in rows}), 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "roc_plot": str(run_dir / rep["verification"]["roc_plot"]),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -179,6 +180,8 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
             "dev_acc_2way": acc_2way, "dev_auc": roc_auc(all_s, all_y),
             "dev_test_acc": acc_te, "dev_test_auc": roc_auc(s_te, te.is_same),
             "dev_train_acc": acc_tr, "threshold": th, "train_seconds": round(secs, 1),
+            # the process's peak so far: a probe run alone (--only NAME) gives its own training memory
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "final_losses": {k: round(v, 4) for k, v in log.epochs[-1].items()}}
 
 
