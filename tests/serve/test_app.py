@@ -317,3 +317,4 @@ def test_recognise_takes_camera_frames_with_a_detector(frame_models, tmp_path):
     want = c.app.state.access.check(frame)
     assert d["granted"] and d["person"] == "ann" and d["faces"] == want.faces
     assert d["boxes"] == [pytest.approx(list(want.box), abs=0.06)] and len(d["detector_scores"]) == 1
+    assert d["box_frames"] == [0]

@@ -8,6 +8,7 @@ generated gratings that dlib cannot detect), with the fixed threshold 0.85 the A
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -140,5 +141,23 @@ def test_login_enrol_door_mode_and_log(face_data, chromium, server, tmp_path):
 
             page.click("nav button[data-tab=model]")
             expect(page.locator("#model-rows")).to_contain_text("TFLM arena (measured)", timeout=10_000)
+
+            # with `serve --detector` the answer carries the face's box: the page draws the frame and the box.
+            # This server is aligned (no detector), so the answer is stubbed; what is tested is the drawing.
+            page.click("nav button[data-tab=door]")
+            answer = {"granted": True, "person": "ann", "score": 0.9, "threshold": 0.85, "threshold_rule": "fixed",
+                      "stands_for": "given", "frames": 1, "reason": "match", "event_id": 1,
+                      "boxes": [[8.0, 10.0, 60.0, 70.0]], "box_frames": [0], "detector_scores": [0.93]}
+            page.route("**/api/recognize", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                                       body=json.dumps(answer)))
+            expect(page.locator("#decision-frame")).to_be_hidden()
+            page.set_input_files("#recog-file", str(chips(face_data, 2)[0]))
+            expect(page.locator("#decision-frame")).to_be_visible(timeout=10_000)
+            w, h, edge, inside = page.evaluate("""() => {
+                const c = document.getElementById("decision-frame"), g = c.getContext("2d");
+                const px = (x, y) => Array.from(g.getImageData(x, y, 1, 1).data.slice(0, 3));
+                return [c.width, c.height, px(8, 40), px(34, 40)]; }""")
+            assert (w, h) == Image.open(chips(face_data, 2)[0]).size
+            assert edge == [0x2D, 0x6A, 0x4F] and inside != edge  # the box's left edge (granted colour), not inside
         finally:
             browser.close()

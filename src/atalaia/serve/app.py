@@ -386,10 +386,11 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
         def work() -> dict[str, Any]:
             if not ac.people:
                 raise ApiError(409, "nobody is enrolled yet")
-            probes, errors = [], []
+            probes, errors, used = [], [], []  # used: index in the upload of each probe's frame
             for k, d in enumerate(data, 1):
                 try:
                     probes.append(ac.probe(d, f"frame {k}"))
+                    used.append(k - 1)
                 except DataError as e:
                     errors.append(str(e))
             if not probes:
@@ -404,6 +405,8 @@ def create_app(cfg: ServeConfig, *, start_notifier: bool = True) -> Any:
                     "note": f"{faces} faces in a frame: the largest was used" if faces > 1 else None,
                     "reason": d.reason, "event_id": d.event_id, "door": door,
                     "boxes": [list(np.round(p.box, 1)) for p in probes if p.box is not None] or None,
+                    # which uploaded frame each box is in (frames without a face are skipped): the page draws it
+                    "box_frames": [i for p, i in zip(probes, used, strict=True) if p.box is not None] or None,
                     "detector_scores": [round(p.det_score, 3) for p in probes if p.det_score is not None] or None}
 
         return await run_in_threadpool(work)

@@ -65,6 +65,27 @@ function showDecision(d) {
   $("decision-detail").textContent = `best match ${d.person ?? "none"}, cosine ${d.score}, threshold ${d.threshold} ` +
     `(${d.threshold_rule}: ${d.stands_for}); ${d.frames} frame(s): ${d.reason}; event #${d.event_id}`;
 }
+// The frame the decision used, with the detector's box (x0, y0, x1, y1 in frame pixels) drawn on it: the
+// person at the door sees which face was judged. Only with `atalaia serve --detector` (aligned chips: no box).
+function drawFace(d, blobs) {
+  const c = $("decision-frame");
+  if (!d.boxes || !d.box_frames || !blobs || !blobs[d.box_frames[0]]) { c.hidden = true; return; }
+  const img = new Image();
+  img.onload = () => {
+    const s = Math.min(1, 320 / img.width);
+    c.width = Math.round(img.width * s); c.height = Math.round(img.height * s);
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0, c.width, c.height);
+    const [x0, y0, x1, y1] = d.boxes[0];
+    g.lineWidth = 3; g.strokeStyle = g.fillStyle = d.granted ? "#2d6a4f" : "#c1121f";
+    g.strokeRect(x0 * s, y0 * s, (x1 - x0) * s, (y1 - y0) * s);
+    g.font = "13px sans-serif";
+    if (d.detector_scores) g.fillText(`face ${d.detector_scores[0]}`, x0 * s + 3, Math.max(13, y0 * s - 4));
+    URL.revokeObjectURL(img.src);
+    c.hidden = false;
+  };
+  img.src = URL.createObjectURL(blobs[d.box_frames[0]]);
+}
 async function recognise(blobs) {
   const fd = new FormData();
   blobs.forEach((b, i) => fd.append("files", b, `frame${i}.jpg`));
@@ -77,14 +98,16 @@ $("door-start").addEventListener("click", async () => {
   while (doorOn) {
     const blobs = [];
     for (let i = 0; i < BURST; i++) { blobs.push(await frame($("door-video"))); await sleep(FRAME_MS); }
-    try { showDecision(await recognise(blobs)); await sleep(1500); }
+    try { const d = await recognise(blobs); showDecision(d); drawFace(d, blobs); await sleep(1500); }
     catch (e) { $("decision").className = ""; $("decision").textContent = ""; $("decision-detail").textContent = e.message; await sleep(500); }
   }
 });
 $("door-stop").addEventListener("click", () => { doorOn = false; $("door-start").disabled = false; $("door-stop").disabled = true; });
 $("recog-file").addEventListener("change", async (ev) => {
   if (!ev.target.files.length) return;
-  try { showDecision(await recognise([ev.target.files[0]])); } catch (e) { $("decision-detail").textContent = e.message; }
+  const blobs = [ev.target.files[0]];
+  try { const d = await recognise(blobs); showDecision(d); drawFace(d, blobs); }
+  catch (e) { $("decision-detail").textContent = e.message; }
 });
 
 // ------------------------------------------------------------------ enrol
