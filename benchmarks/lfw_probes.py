@@ -84,7 +84,7 @@ PROBES: dict[str, dict] = {
     "r2_all_sets+balanced": {**_AKD4, "sets": ALL_SETS, "sampling": "balanced"},
     "r2_all_sets+cv4": {**_AKD4, "sets": ALL_SETS, "consistent_views": 4},
     "r2_m": {**_AKD4, "sets": ALL_SETS, "width": 2.5},
-    # consistent teaching at a price this machine can pay: one set (295 identities, 6,065 chips, 24,260 dlib
+    # consistent teaching at a price this machine can pay: one set (295 identities, 6,159 chips, 24,636 dlib
     # views ~20 min on 2 cores) and 24 epochs, i.e. about as many optimisation steps as 4 epochs of all sets;
     # compare the pair with each other only
     "r2_299ids": {**_AKD4, "sets": ROUND1_SETS[:1], "epochs": 24},
