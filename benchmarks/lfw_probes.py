@@ -1,8 +1,10 @@
 """Short-schedule probes that chose the `lfw` recipe's student, input crop and loss weights, on LFW View 1.
 
 The `r2_*` probes are issue 11's levers (all three training sets, balanced sampling, consistent teaching with
-4 views, the M student); they have not been run yet: `python benchmarks/lfw_probes.py --only r2_all_sets
-r2_all_sets+balanced r2_all_sets+cv4 r2_m` (cv4 first embeds 4 views of every chip with dlib: hours, once).
+4 views, the M student). Measured: `python benchmarks/lfw_probes.py --only r2_all_sets r2_all_sets+balanced
+r2_299ids r2_299ids+cv4` (the cv4 pair on one set: its 24,636 dlib views took ~27 min on 2 cores, once);
+`r2_all_sets+cv4` (all 36,733 chips: ~2.7 h of dlib) and `r2_m` at 6 epochs were not run. With `--epochs 1
+--out ...` a probe alone gives the training memory (`peak_rss_mb`).
 
 Usage:
     python benchmarks/lfw_probes.py [--datasets DIR] [--epochs 6] [--only NAME ...]
