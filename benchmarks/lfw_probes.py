@@ -89,6 +89,12 @@ PROBES: dict[str, dict] = {
     # consistent teaching at a price this machine can pay: one set (295 identities, 6,159 chips, 24,636 dlib
     # views ~20 min on 2 cores) and 24 epochs, i.e. about as many optimisation steps as 4 epochs of all sets;
     # compare the pair with each other only
+    # per-stage widths (issue 11's closing suggestion): the early 32x32 / 16x16 blocks as narrow as width 1.5,
+    # the 8x8 / 4x4 blocks wider than width 2.5; its row carries its int8 flash, TFLM arena and MACs per face
+    # (measured as atalaia.face.budget does), to check it against tier M. Same sets and schedule as
+    # akd4+width2.5: compare with that row.
+    "akd4+stagewise": {**_AKD4, "width": 1.0,
+                       "blocks": ((48, 1), (96, 2), (96, 1), (448, 2), (448, 1), (896, 2))},
     "r2_299ids": {**_AKD4, "sets": ROUND1_SETS[:1], "epochs": 24},
     "r2_299ids+cv4": {**_AKD4, "sets": ROUND1_SETS[:1], "epochs": 24, "consistent_views": 4},
 }
@@ -127,6 +133,24 @@ def _identity_subset(images, labels, teacher, fraction: float, seed: int):
     return images[keep], dense, teacher[keep], len(keep_ids)
 
 
+def _int8_costs(model, size: int) -> dict:
+    """int8 flash, TFLM arena and MACs per face (mirror TTA: 2 inferences) of an untrained student, with
+    trained-like BatchNorm/bias values: the procedure of `atalaia.face.budget.student_costs`, on a model."""
+    from atalaia.deploy.tflite import convert_int8
+    from atalaia.deploy.tflm import check_tflm
+    from atalaia.evaluate import profile
+    from atalaia.face.budget import _trained_like
+
+    probe = __import__("keras").models.clone_model(model)
+    rng = np.random.default_rng(0)
+    _trained_like(probe, rng)
+    rep = np.concatenate([rng.uniform(0, 1, (8, size, size, 1)), np.zeros((1, size, size, 1)),
+                          np.ones((1, size, size, 1))]).astype(np.float32)
+    blob = convert_int8(probe, rep, per_channel=True, strip=True)
+    return {"int8_flash_bytes": len(blob), "tflm_arena_bytes": int(check_tflm(blob).arena_bytes),
+            "macs_per_face": 2 * int(profile.count_macs(blob)["total"])}
+
+
 def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int, cache: Path) -> dict:
     from atalaia.config import FaceLossConfig, TrainConfig
     from atalaia.evaluate import profile
@@ -161,7 +185,17 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     if bad:
         raise SystemExit(f"unreadable View 1 images: {bad[:3]}")
     idx = {r: i for i, r in enumerate(rel)}
-    m = build_student(size, width=cfg["width"], embedding_dim=128, head="gap", name=cfg["name"])
+    if "blocks" in cfg:  # a ds_cnn with explicit (channels, stride) per block, GAP head as build_student's
+        import keras
+
+        from atalaia.models import students
+
+        full = students.ds_cnn(num_classes=2, input_shape=(size, size, 1), width=cfg["width"], embedding_dim=128,
+                               dropout=0.0, blocks=tuple(tuple(b) for b in cfg["blocks"]))
+        m = keras.Model(full.inputs[0], full.get_layer("embedding").output, name="face_ds_cnn_stagewise")
+    else:
+        m = build_student(size, width=cfg["width"], embedding_dim=128, head="gap", name=cfg["name"])
+    costs = _int8_costs(m, size) if "blocks" in cfg else {}
     t0 = time.perf_counter()
     log = train_embedding(m, images_tr, labels, teacher, n_cls, loss=loss, train=train, seed=seed, **views)
     secs = time.perf_counter() - t0
@@ -184,7 +218,7 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
             "dev_train_acc": acc_tr, "threshold": th, "train_seconds": round(secs, 1),
             # the process's peak so far: a probe run alone (--only NAME) gives its own training memory
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "final_losses": {k: round(v, 4) for k, v in log.epochs[-1].items()}}
+            "final_losses": {k: round(v, 4) for k, v in log.epochs[-1].items()}, **costs}
 
 
 def main(argv: list[str] | None = None) -> dict:
