@@ -80,21 +80,21 @@ PROBES: dict[str, dict] = {
                       "center_teacher": True, "anchor_kd_weight": 4.0},
     "recipe+center+kd48": {"width": 1.5, "crop": 0.7, "kd_weight": 48.0, "rkd_weight": 48.0,
                            "learning_rate": 0.006, "center_teacher": True},
-    # issue 11 levers (not run yet): the S recipe's student on all three sets (LFW-overlap identities left out),
+    # issue 11 levers: the S recipe's student on all three sets (LFW-overlap identities left out),
     # then one lever at a time; r2_m is the M tier's student (width 2.5)
     "r2_all_sets": {**_AKD4, "sets": ALL_SETS},
     "r2_all_sets+balanced": {**_AKD4, "sets": ALL_SETS, "sampling": "balanced"},
     "r2_all_sets+cv4": {**_AKD4, "sets": ALL_SETS, "consistent_views": 4},
     "r2_m": {**_AKD4, "sets": ALL_SETS, "width": 2.5},
-    # consistent teaching at a price this machine can pay: one set (295 identities, 6,159 chips, 24,636 dlib
-    # views ~20 min on 2 cores) and 24 epochs, i.e. about as many optimisation steps as 4 epochs of all sets;
-    # compare the pair with each other only
     # per-stage widths (issue 11's closing suggestion): the early 32x32 / 16x16 blocks as narrow as width 1.5,
     # the 8x8 / 4x4 blocks wider than width 2.5; its row carries its int8 flash, TFLM arena and MACs per face
-    # (measured as atalaia.face.budget does), to check it against tier M. Same sets and schedule as
+    # (atalaia.face.budget.model_costs), to check it against tier M. Same sets and schedule as
     # akd4+width2.5: compare with that row.
     "akd4+stagewise": {**_AKD4, "width": 1.0,
                        "blocks": ((48, 1), (96, 2), (96, 1), (448, 2), (448, 1), (896, 2))},
+    # consistent teaching at a price this machine can pay: one set (295 identities, 6,159 chips, 24,636 dlib
+    # views, ~27 min on 2 cores) and 24 epochs, i.e. about as many optimisation steps as 4 epochs of all sets;
+    # compare the pair with each other only
     "r2_299ids": {**_AKD4, "sets": ROUND1_SETS[:1], "epochs": 24},
     "r2_299ids+cv4": {**_AKD4, "sets": ROUND1_SETS[:1], "epochs": 24, "consistent_views": 4},
 }
@@ -133,24 +133,6 @@ def _identity_subset(images, labels, teacher, fraction: float, seed: int):
     return images[keep], dense, teacher[keep], len(keep_ids)
 
 
-def _int8_costs(model, size: int) -> dict:
-    """int8 flash, TFLM arena and MACs per face (mirror TTA: 2 inferences) of an untrained student, with
-    trained-like BatchNorm/bias values: the procedure of `atalaia.face.budget.student_costs`, on a model."""
-    from atalaia.deploy.tflite import convert_int8
-    from atalaia.deploy.tflm import check_tflm
-    from atalaia.evaluate import profile
-    from atalaia.face.budget import _trained_like
-
-    probe = __import__("keras").models.clone_model(model)
-    rng = np.random.default_rng(0)
-    _trained_like(probe, rng)
-    rep = np.concatenate([rng.uniform(0, 1, (8, size, size, 1)), np.zeros((1, size, size, 1)),
-                          np.ones((1, size, size, 1))]).astype(np.float32)
-    blob = convert_int8(probe, rep, per_channel=True, strip=True)
-    return {"int8_flash_bytes": len(blob), "tflm_arena_bytes": int(check_tflm(blob).arena_bytes),
-            "macs_per_face": 2 * int(profile.count_macs(blob)["total"])}
-
-
 def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int, cache: Path) -> dict:
     from atalaia.config import FaceLossConfig, TrainConfig
     from atalaia.evaluate import profile
@@ -185,17 +167,15 @@ def run_probe(name: str, change: dict, *, datasets: Path, epochs: int, seed: int
     if bad:
         raise SystemExit(f"unreadable View 1 images: {bad[:3]}")
     idx = {r: i for i, r in enumerate(rel)}
-    if "blocks" in cfg:  # a ds_cnn with explicit (channels, stride) per block, GAP head as build_student's
-        import keras
+    m = build_student(size, width=cfg["width"], embedding_dim=128, head="gap", name=cfg["name"],
+                      blocks=cfg.get("blocks"))
+    costs = {}
+    if "blocks" in cfg:  # a non-registry shape: its row says whether it fits tier M
+        from atalaia.face.budget import model_costs
 
-        from atalaia.models import students
-
-        full = students.ds_cnn(num_classes=2, input_shape=(size, size, 1), width=cfg["width"], embedding_dim=128,
-                               dropout=0.0, blocks=tuple(tuple(b) for b in cfg["blocks"]))
-        m = keras.Model(full.inputs[0], full.get_layer("embedding").output, name="face_ds_cnn_stagewise")
-    else:
-        m = build_student(size, width=cfg["width"], embedding_dim=128, head="gap", name=cfg["name"])
-    costs = _int8_costs(m, size) if "blocks" in cfg else {}
+        c = model_costs(m, size)
+        costs = {"int8_flash_bytes": c["flash_bytes"], "tflm_arena_bytes": c["arena_bytes"],
+                 "macs_per_face": c["macs_per_face"]}
     t0 = time.perf_counter()
     log = train_embedding(m, images_tr, labels, teacher, n_cls, loss=loss, train=train, seed=seed, **views)
     secs = time.perf_counter() - t0

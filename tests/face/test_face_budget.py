@@ -41,12 +41,27 @@ def test_tier_recipe_student_fits_its_budget_untrained(name, tier):
     assert c["ok"], c
     assert c["macs_per_face"] == 2 * c["macs"] == 2 * keras_macs(_student(r))  # the quick count is the real one
     assert c["flash_bytes"] > c["params"]  # the int8 weights really are in the .tflite
-    if tier == "S":  # the same architecture, trained, as measured by benchmarks/lfw.py: byte-identical sizes
-        import json
+    # the same architecture, trained, as measured by benchmarks/lfw.py: byte-identical sizes
+    import json
 
-        rows = json.loads((REPO / "benchmarks" / "results" / "lfw.json").read_text())["rows"]
-        trained = next(x for x in rows if x["stage"] == "int8_tflm" and x.get("tier", "S") == "S")
-        assert (c["flash_bytes"], c["arena_bytes"]) == (trained["flash_bytes"], trained["arena_bytes"])
+    rows = json.loads((REPO / "benchmarks" / "results" / "lfw.json").read_text())["rows"]
+    trained = next(x for x in rows if x["stage"] == "int8_tflm" and x.get("tier", "S") == tier)
+    assert (c["flash_bytes"], c["arena_bytes"]) == (trained["flash_bytes"], trained["arena_bytes"])
+
+
+def test_per_stage_widths_build_a_ds_cnn_with_those_channels():
+    """`build_student(blocks=...)` (a width per stage, the round-2 probe) gives those pointwise widths; only
+    ds_cnn takes them."""
+    from keras import layers
+
+    from atalaia.face.train import build_student
+
+    blocks = ((8, 1), (16, 2), (48, 2))
+    m = build_student(32, width=1.0, head="gap", blocks=blocks)
+    pw = [lay.filters for lay in m.layers if isinstance(lay, layers.Conv2D) and lay.name.endswith("_pw")]
+    assert pw == [8, 16, 48] and m.output.shape[-1] == 128
+    with pytest.raises(RecipeError, match="ds_cnn"):
+        build_student(32, name="ds_cnn_deep", head="gap", blocks=blocks)
 
 
 def test_lfw_yaml_is_an_alias_of_tier_s_and_the_check_can_fail():

@@ -63,27 +63,38 @@ def _trained_like(model, rng: np.random.Generator) -> None:
             layer.set_weights([w, rng.normal(0, 0.1, b.shape)])
 
 
-def student_costs(recipe: Recipe, *, seed: int = 0) -> dict[str, Any]:
-    """Params, MACs per inference and per face, int8 flash bytes and measured TFLM arena of the recipe's
-    face student, untrained but with trained-like BatchNorm/bias values (see the module docstring)."""
+def model_costs(model, size: int, *, per_face: int = 2, per_channel: bool = True, strip: bool = True,
+                seed: int = 0) -> dict[str, Any]:
+    """Params, MACs per inference and per face, int8 flash bytes and measured TFLM arena of a face model with
+    input (size, size, 1), untrained but with trained-like BatchNorm/bias values (see the module docstring).
+    `model` is left as it was: the values are set on a clone."""
+    import keras
+
     from atalaia.deploy.tflite import convert_int8
     from atalaia.deploy.tflm import check_tflm
     from atalaia.evaluate import profile
+
+    probe = keras.models.clone_model(model)
+    rng = np.random.default_rng(seed)
+    _trained_like(probe, rng)
+    rep = np.concatenate([rng.uniform(0, 1, (8, size, size, 1)), np.zeros((1, size, size, 1)),
+                          np.ones((1, size, size, 1))]).astype(np.float32)
+    blob = convert_int8(probe, rep, per_channel=per_channel, strip=strip)
+    macs = int(profile.count_macs(blob)["total"])
+    return {"model": model.name, "params": int(profile.count_params(model)), "macs": macs,
+            "inferences_per_face": per_face, "macs_per_face": macs * per_face, "flash_bytes": len(blob),
+            "arena_bytes": int(check_tflm(blob).arena_bytes), "input_size": size}
+
+
+def student_costs(recipe: Recipe, *, seed: int = 0) -> dict[str, Any]:
+    """`model_costs` of the recipe's face student (built as the pipeline builds it)."""
     from atalaia.face.train import build_student
 
     f, size = recipe.face, int(recipe.data.image_size[0])
     model = build_student(size, width=recipe.student.width, embedding_dim=f.embedding_dim, name=recipe.student.name,
                           head=f.student_head)
-    rng = np.random.default_rng(seed)
-    _trained_like(model, rng)
-    rep = np.concatenate([rng.uniform(0, 1, (8, size, size, 1)), np.zeros((1, size, size, 1)),
-                          np.ones((1, size, size, 1))]).astype(np.float32)
-    blob = convert_int8(model, rep, per_channel=recipe.quantize.per_channel, strip=recipe.quantize.strip_strings)
-    macs = int(profile.count_macs(blob)["total"])
-    per_face = 2 if f.mirror_tta else 1
-    return {"model": model.name, "params": int(profile.count_params(model)), "macs": macs,
-            "inferences_per_face": per_face, "macs_per_face": macs * per_face, "flash_bytes": len(blob),
-            "arena_bytes": int(check_tflm(blob).arena_bytes), "input_size": size}
+    return model_costs(model, size, per_face=2 if f.mirror_tta else 1, per_channel=recipe.quantize.per_channel,
+                       strip=recipe.quantize.strip_strings, seed=seed)
 
 
 def keras_macs(model) -> int:
@@ -112,4 +123,4 @@ def check_tier(costs: dict[str, Any], tier: str) -> dict[str, Any]:
     return {"tier": asdict(t), **costs, **ok, "ok": all(ok.values())}
 
 
-__all__ = ["TIERS", "Tier", "check_tier", "get_tier", "keras_macs", "student_costs"]
+__all__ = ["TIERS", "Tier", "check_tier", "get_tier", "keras_macs", "model_costs", "student_costs"]

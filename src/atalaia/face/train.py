@@ -70,14 +70,15 @@ FACE_STUDENTS = ("ds_cnn", "ds_cnn_deep", "ds_res")
 
 
 def build_student(input_size: int, *, width: float = 1.0, embedding_dim: int = 128, channels: int = 1,
-                  name: str = "ds_cnn", head: str = "gdc"):
+                  name: str = "ds_cnn", head: str = "gdc", blocks: tuple[tuple[int, int], ...] | None = None):
     """Embedding model (input (S, S, C) float [0, 1] -> linear `embedding` (D,)).
 
     The body is the registry's MCU student `atalaia.models.students.ds_cnn` (dropout off), cut before its
     global average pooling. `head="gap"` keeps that pooling; `head="gdc"` replaces it by a global depthwise
     convolution (one k x k filter per channel over the whole final map, as MobileFaceNet does): faces are
     aligned, so where a feature fires matters, and GAP throws that away. GDC costs k*k*C weights and MACs.
-    Both stay plain chains, so `atalaia.compress.prune.channel_prune` can narrow them.
+    Both stay plain chains, so `atalaia.compress.prune.channel_prune` can narrow them. `blocks`: ds_cnn's
+    (channels, stride) per block, for a width per stage instead of one multiplier (default: the registry's).
     """
     import keras
     from keras import layers
@@ -88,8 +89,11 @@ def build_student(input_size: int, *, width: float = 1.0, embedding_dim: int = 1
         raise RecipeError(f"face students: one of {', '.join(FACE_STUDENTS)} (got student.name '{name}')")
     if head not in ("gap", "gdc"):
         raise RecipeError(f"face student head must be 'gap' or 'gdc', got '{head}'")
+    if blocks is not None and name != "ds_cnn":
+        raise RecipeError(f"per-block channels are a ds_cnn option (got student.name '{name}')")
+    extra = {} if blocks is None else {"blocks": tuple(tuple(b) for b in blocks)}
     full = getattr(students, name)(num_classes=2, input_shape=(input_size, input_size, channels), width=width,
-                           embedding_dim=embedding_dim, dropout=0.0)
+                           embedding_dim=embedding_dim, dropout=0.0, **extra)
     if head == "gap":
         x = full.get_layer("embedding").output
     else:
